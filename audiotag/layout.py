@@ -1,0 +1,109 @@
+"""The raw dataset layout (SPEC §4) and the facts read from it: labels and vocabulary."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+SUBSETS: tuple[str, ...] = ("curated", "noisy", "test")
+TRAIN_SUBSETS: tuple[str, ...] = ("noisy", "curated")
+AUDIO_DIRS: dict[str, str] = {
+    "curated": "train_curated",
+    "noisy": "train_noisy",
+    "test": "test",
+}
+LABEL_CSVS: dict[str, str] = {
+    "curated": "train_curated.csv",
+    "noisy": "train_noisy.csv",
+    "test": "test_labels.csv",
+}
+SAMPLE_SUBMISSION = "sample_submission.csv"
+
+# Kaggle's list of corrupt or empty curated files (competition data page).
+KAGGLE_CORRUPT_FILES: frozenset[str] = frozenset(
+    {"f76181c4.wav", "77b925c2.wav", "6a1f682a.wav", "c7db12aa.wav", "7752cc8a.wav", "1d44b0bd.wav"}
+)
+
+
+class LayoutError(ValueError):
+    """The dataset directory does not have the FAT2019 layout."""
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    fname: str
+    subset: str
+    labels: tuple[str, ...]
+
+
+def split_labels(text: str | None) -> tuple[str, ...]:
+    """``'Bark,Run'`` -> ``('Bark', 'Run')``; blanks dropped."""
+    if not text:
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    # utf-8-sig strips a BOM; csv handles CRLF line ends.
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "fname" not in reader.fieldnames:
+            raise LayoutError(f"{path}: no 'fname' column (columns: {reader.fieldnames})")
+        return list(reader)
+
+
+def read_subset(data_dir: Path, subset: str) -> list[LabelledFile]:
+    """The files of one subset in CSV order (test: sample_submission order).
+
+    Test labels come from ``test_labels.csv`` when it exists.
+    """
+    if subset == "test":
+        sub = data_dir / SAMPLE_SUBMISSION
+        labels_csv = data_dir / LABEL_CSVS["test"]
+        labels = {}
+        if labels_csv.exists():
+            labels = {r["fname"]: split_labels(r.get("labels")) for r in _read_csv_rows(labels_csv)}
+        if sub.exists():
+            names = [r["fname"] for r in _read_csv_rows(sub)]
+        else:
+            names = list(labels)
+        return [LabelledFile(n, "test", labels.get(n, ())) for n in names]
+    path = data_dir / LABEL_CSVS[subset]
+    if not path.exists():
+        return []
+    return [
+        LabelledFile(r["fname"], subset, split_labels(r.get("labels"))) for r in _read_csv_rows(path)
+    ]
+
+
+def read_vocabulary(data_dir: Path) -> tuple[str, ...]:
+    """The label vocabulary, in submission column order.
+
+    From ``sample_submission.csv``'s columns when present, else the sorted union
+    of the training CSVs' labels; never hard-coded.
+    """
+    sub = data_dir / SAMPLE_SUBMISSION
+    if sub.exists():
+        with sub.open(newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        vocab = tuple(c for c in header if c != "fname")
+        if vocab:
+            return vocab
+    found: set[str] = set()
+    for subset in TRAIN_SUBSETS:
+        for item in read_subset(data_dir, subset):
+            found.update(item.labels)
+    if not found:
+        raise LayoutError(f"{data_dir}: no labels in {SAMPLE_SUBMISSION} or the training CSVs")
+    return tuple(sorted(found))
+
+
+def check_layout(data_dir: Path) -> None:
+    """Raises LayoutError naming what is missing."""
+    if not data_dir.is_dir():
+        raise LayoutError(f"{data_dir}: not a directory")
+    missing = [LABEL_CSVS[s] for s in ("curated",) if not (data_dir / LABEL_CSVS[s]).exists()]
+    missing += [AUDIO_DIRS[s] for s in ("curated",) if not (data_dir / AUDIO_DIRS[s]).is_dir()]
+    if missing:
+        raise LayoutError(f"{data_dir}: missing {', '.join(missing)} (FAT2019 layout expected)")

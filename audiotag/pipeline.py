@@ -1,0 +1,225 @@
+"""The DAG's steps as plain functions on a work directory (tasks wrap them one each)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from audiotag.batches import Clips
+from audiotag.config import Stage, TrainConfig, settings_hash
+from audiotag.features import FeatureStore, build_feature_store
+from audiotag.layout import SAMPLE_SUBMISSION, read_vocabulary
+from audiotag.metrics import lwlrap, lwlrap_per_class
+from audiotag.predict import LoadedModel, ensemble
+from audiotag.storage import write_atomic, write_json_atomic, write_parquet_atomic
+from audiotag.train import EpochRecord, StageResult, train_stage
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A run's work directory and the files in it (SPEC §4)."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata.parquet"
+
+    @property
+    def kept(self) -> Path:
+        return self.root / "kept.parquet"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected.parquet"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.parquet"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "prefect-results"
+
+    def features(self, key: str) -> Path:
+        return self.root / "features" / key
+
+    def stage_dir(self, key: str, stage: str, fold: int) -> Path:
+        return self.root / "models" / f"{stage}-{key}" / f"fold-{fold + 1}"
+
+    def run_dir(self, name: str) -> Path:
+        return self.root / "runs" / name
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What later steps need to know of the prepared dataset."""
+
+    data_dir: str
+    fingerprint: str
+    vocab: tuple[str, ...]
+    kept: int
+    rejected: int
+
+
+def stage_key(config: TrainConfig, stage: Stage, fingerprint: str) -> str:
+    """What determines a stage's weights: data, settings up to this stage, seed.
+
+    Evaluation settings are left out (they do not change weights); the curated
+    key includes the noisy settings, since it starts from noisy weights.
+    """
+    parts = config.model_dump(mode="json", exclude={"eval", "preset"})
+    if stage == "noisy":
+        parts.pop("curated")
+    return settings_hash(fingerprint, stage, json.dumps(parts, sort_keys=True))
+
+
+def feature_key(config: TrainConfig, fingerprint: str) -> str:
+    return settings_hash(fingerprint, config.mel)
+
+
+def kept_rows(ws: Workspace, subset: str | None = None) -> list[dict]:
+    rows = pq.read_table(ws.kept).to_pylist()
+    return [r for r in rows if subset is None or r["subset"] == subset]
+
+
+def build_features(ws: Workspace, data_dir: Path, config: TrainConfig, fingerprint: str) -> Path:
+    """The feature store of every kept file, cached by fingerprint and mel settings."""
+    return build_feature_store(kept_rows(ws), data_dir, config.mel,
+                               ws.features(feature_key(config, fingerprint)))
+
+
+def to_clips(store: FeatureStore, rows: list[dict], vocab: tuple[str, ...]) -> Clips:
+    """Rows -> Clips with multi-hot targets; labels outside ``vocab`` are ignored."""
+    col = {label: i for i, label in enumerate(vocab)}
+    targets = np.zeros((len(rows), len(vocab)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for label in row["labels"]:
+            if label in col:
+                targets[i, col[label]] = 1.0
+    offsets, frames = store.locate([(r["subset"], r["fname"]) for r in rows])
+    return Clips(offsets, frames, targets)
+
+
+def split_fold(ws: Workspace, subset: str, fold: int) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-out rows) of ``subset`` for ``fold``."""
+    folds = pq.read_table(ws.folds).to_pandas()
+    held = folds[(folds.subset == subset) & (folds.fold == fold)]
+    held_names = set(held.fname)
+    in_folds = set(folds[folds.subset == subset].fname)
+    rows = [r for r in kept_rows(ws, subset) if r["fname"] in in_folds]
+    return ([r for r in rows if r["fname"] not in held_names],
+            [r for r in rows if r["fname"] in held_names])
+
+
+def train_fold(ws: Workspace, info: DatasetInfo, store_dir: Path, config: TrainConfig,
+               stage: Stage, fold: int, init_weights: Path | None = None,
+               device: str = "cpu",
+               on_epoch: Callable[[EpochRecord], None] | None = None) -> StageResult:
+    """Trains ``stage`` on fold ``fold`` of its subset; resumes from checkpoints."""
+    store = FeatureStore.open(store_dir)
+    train_rows, valid_rows = split_fold(ws, stage, fold)
+    out_dir = ws.stage_dir(stage_key(config, stage, info.fingerprint), stage, fold)
+    result = train_stage(data=store.data, train=to_clips(store, train_rows, info.vocab),
+                         valid=to_clips(store, valid_rows, info.vocab), vocab=info.vocab,
+                         config=config, stage=stage, fold=fold, out_dir=out_dir,
+                         init_weights=init_weights, device=device, on_epoch=on_epoch)
+    probs = np.load(out_dir / "valid_probs.npy")
+    frame = pd.DataFrame(probs, columns=list(info.vocab))
+    frame.insert(0, "fold", fold)
+    frame.insert(0, "fname", [r["fname"] for r in valid_rows])
+    write_atomic(out_dir / "valid.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    return result
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    run_dir: str
+    submission: str
+    oof: str
+    scores: str
+    oof_lwlrap: float
+    test_lwlrap: float | None
+    fold_lwlrap: tuple[float, ...]
+
+
+def _targets(rows: list[dict], vocab: tuple[str, ...]) -> np.ndarray:
+    col = {label: i for i, label in enumerate(vocab)}
+    out = np.zeros((len(rows), len(vocab)), dtype=bool)
+    for i, row in enumerate(rows):
+        for label in row["labels"]:
+            if label in col:
+                out[i, col[label]] = True
+    return out
+
+
+def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: TrainConfig,
+                 curated: list[StageResult], run_dir: Path, device: str = "cpu") -> EnsembleResult:
+    """TTA predictions of every curated model on the test set, averaged into the submission.
+
+    Also gathers the out-of-fold predictions and writes ``scores.json``.
+    """
+    store = FeatureStore.open(store_dir)
+    data_dir = Path(info.data_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Out-of-fold: every curated clip scored by the model that never saw it.
+    parts = [pd.read_parquet(Path(r.model_path).parent / "valid.parquet") for r in curated]
+    oof = pd.concat(parts, ignore_index=True)
+    labels = {r["fname"]: r["labels"] for r in kept_rows(ws, "curated")}
+    truth = _targets([{"labels": labels[f]} for f in oof.fname], info.vocab)
+    oof_score = lwlrap(truth, oof[list(info.vocab)].to_numpy())
+    write_atomic(run_dir / "oof.parquet", lambda tmp: oof.to_parquet(tmp, index=False))
+
+    # Test: every submission row, in sample_submission order; unreadable clips
+    # get the curated label frequencies, so the file stays complete.
+    test_rows = kept_rows(ws, "test")
+    clips = to_clips(store, test_rows, info.vocab)
+    probs = [LoadedModel(Path(r.model_path), device).predict(store.data, clips) for r in curated]
+    test_probs = ensemble(probs, config.eval.ensemble)
+    sub_path = data_dir / SAMPLE_SUBMISSION
+    names = (pd.read_csv(sub_path, encoding="utf-8-sig").fname.tolist() if sub_path.exists()
+             else [r["fname"] for r in test_rows])
+    prior = truth.mean(axis=0) if len(truth) else np.zeros(len(info.vocab))
+    by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
+    sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
+    sub.insert(0, "fname", names)
+    submission = run_dir / "submission.csv"
+    write_atomic(submission, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+
+    test_score = None
+    labelled = [i for i, r in enumerate(test_rows) if r["labels"]]
+    if labelled:
+        test_truth = _targets([test_rows[i] for i in labelled], info.vocab)
+        test_score = lwlrap(test_truth, test_probs[labelled])
+    per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
+    scores = {
+        "oof_lwlrap": oof_score,
+        "test_lwlrap": test_score,
+        "folds": {f"curated/{r.fold + 1}": r.valid_lwlrap for r in curated},
+        "oof_per_class": dict(zip(info.vocab, per_class.round(5).tolist(), strict=True)),
+        "class_weights": dict(zip(info.vocab, weights.round(5).tolist(), strict=True)),
+        "test_missing": [n for n in names if n not in by_name],
+    }
+    write_json_atomic(scores, run_dir / "scores.json")
+    return EnsembleResult(str(run_dir), str(submission), str(run_dir / "oof.parquet"),
+                          str(run_dir / "scores.json"), oof_score, test_score,
+                          tuple(r.valid_lwlrap for r in curated))
+
+
+def pick_device(slot: int) -> str:
+    """``cuda:slot`` when that GPU exists, else ``cpu``."""
+    if torch.cuda.is_available() and slot < torch.cuda.device_count():
+        return f"cuda:{slot}"
+    return "cpu"

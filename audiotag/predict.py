@@ -1,0 +1,136 @@
+"""Whole-clip prediction: windows that cover each clip, pooled per clip, optional TTA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiotag.batches import Clips, Normalizer, augment_batch, resize_batch, window_starts
+from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
+from audiotag.features import gather_windows
+from audiotag.models import build_model
+
+MODEL_FORMAT = 1
+
+
+def pool_windows(probs: np.ndarray, owner: np.ndarray, n_clips: int, how: str) -> np.ndarray:
+    """Window probabilities ``(W, C)`` -> clip probabilities ``(n_clips, C)``."""
+    if how == "max":
+        out = np.full((n_clips, probs.shape[1]), -np.inf)
+        np.maximum.at(out, owner, probs)
+        return out
+    counts = np.bincount(owner, minlength=n_clips)[:, None]
+    if how == "gmean":
+        logs = np.zeros((n_clips, probs.shape[1]))
+        np.add.at(logs, owner, np.log(np.clip(probs, 1e-7, 1.0)))
+        return np.exp(logs / counts)
+    if how != "mean":
+        raise ValueError(f"unknown pooling {how!r}; choose mean, max or gmean")
+    sums = np.zeros((n_clips, probs.shape[1]))
+    np.add.at(sums, owner, probs)
+    return sums / counts
+
+
+@torch.no_grad()
+def predict_clips(model: nn.Module, data: np.ndarray, clips: Clips, width: int,
+                  norm: Normalizer, size: int | None, ev: EvalSettings,
+                  aug: AugmentSettings | None = None, tta: int = 0,
+                  device: torch.device | str = "cpu", batch_size: int = 64,
+                  seed: int = 0) -> np.ndarray:
+    """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
+
+    Deterministic: no random crop or mask in the clean pass; the ``tta``
+    augmented passes draw from a generator seeded with ``seed``. The passes'
+    probabilities are averaged.
+    """
+    device = torch.device(device)
+    starts_per_clip = [window_starts(int(f), width, ev.window_overlap) for f in clips.frames]
+    owner = np.repeat(np.arange(len(clips)), [len(s) for s in starts_per_clip])
+    starts = np.concatenate(starts_per_clip) if len(clips) else np.zeros(0, dtype=np.int64)
+    offsets, frames = clips.offsets[owner], clips.frames[owner]
+    was_training = model.training
+    model.eval()
+    passes = []
+    for p in range(1 + tta):
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed * 1000 + p)
+        probs = []
+        for lo in range(0, len(starts), batch_size):
+            sl = slice(lo, lo + batch_size)
+            x = torch.from_numpy(gather_windows(data, offsets[sl], frames[sl], starts[sl], width))
+            x = norm(x.to(device))
+            if p > 0 and aug is not None:
+                x = augment_batch(x, aug, gen)
+            x = resize_batch(x, size)
+            with _autocast(device):
+                logits = model(x)
+            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        window_probs = np.concatenate(probs) if probs else np.zeros((0, clips.targets.shape[1]))
+        passes.append(pool_windows(window_probs, owner, len(clips), ev.pooling))
+    model.train(was_training)
+    return np.mean(passes, axis=0)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def save_model(path: Path, model: nn.Module, vocab: tuple[str, ...], config: TrainConfig,
+               norm: Normalizer, size: int | None, stage: str, fold: int) -> None:
+    """A model file that alone is enough to predict (loads with ``weights_only=True``)."""
+    from audiotag.storage import write_atomic
+
+    payload = {
+        "format": MODEL_FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocab": list(vocab),
+        "config": config.model_dump_json(),
+        "norm": {"mean": norm.mean, "std": norm.std, "top_db": norm.top_db},
+        "size": size,
+        "stage": stage,
+        "fold": fold,
+    }
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+class LoadedModel:
+    """A model file, loaded: the network, its vocabulary and feature settings."""
+
+    def __init__(self, path: Path, device: torch.device | str = "cpu") -> None:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path}: not an audiotag model file (format {payload.get('format')})")
+        self.path = Path(path)
+        self.config = TrainConfig.model_validate_json(payload["config"])
+        self.vocab: tuple[str, ...] = tuple(payload["vocab"])
+        self.norm = Normalizer(**payload["norm"])
+        self.size: int | None = payload["size"]
+        self.stage, self.fold = payload["stage"], payload["fold"]
+        self.device = torch.device(device)
+        self.model = build_model(self.config.model, len(self.vocab))
+        self.model.load_state_dict(payload["state_dict"])
+        self.model.to(self.device).eval()
+
+    def predict(self, data: np.ndarray, clips: Clips, tta: int | None = None,
+                seed: int = 0) -> np.ndarray:
+        cfg = self.config
+        return predict_clips(self.model, data, clips, cfg.crop_frames, self.norm, self.size,
+                             cfg.eval, cfg.augment, cfg.eval.tta if tta is None else tta,
+                             self.device, seed=seed)
+
+
+def ensemble(probs: list[np.ndarray], how: str = "mean") -> np.ndarray:
+    """Averages fold models' probabilities (arithmetic or geometric)."""
+    stack = np.stack(probs)
+    if how == "gmean":
+        return np.exp(np.log(np.clip(stack, 1e-7, 1.0)).mean(axis=0))
+    if how != "mean":
+        raise ValueError(f"unknown ensemble {how!r}; choose mean or gmean")
+    return stack.mean(axis=0)

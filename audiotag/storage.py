@@ -1,0 +1,53 @@
+"""Atomic writes: a temporary file beside the target, then a rename.
+
+A crash mid-write leaves the previous file (or none), never a half-written one
+that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yields a temporary path in the target's directory; renames it on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_atomic(target: Path, write: Callable[[Path], Any]) -> Path:
+    with atomic_path(target) as tmp:
+        write(tmp)
+    return target
+
+
+def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
+    return write_atomic(target, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json_atomic(obj: Any, target: Path) -> Path:
+    return write_atomic(target, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+
+
+def write_text_atomic(text: str, target: Path) -> Path:
+    return write_atomic(target, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,1 @@
+"""Prefect flows: wire tasks into the DAG (SPEC §1)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: each wraps one audiotag call with caching, retries, tracking and artifacts."""

@@ -1,0 +1,78 @@
+"""Data tasks: download, metadata, filtering, folds, features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from audiotag import features as feats
+from audiotag.config import FoldSettings, TrainConfig
+from audiotag.folds import make_folds
+from audiotag.layout import read_vocabulary
+from audiotag.metadata import dataset_fingerprint, extract_metadata, filter_corrupt
+from audiotag.pipeline import DatasetInfo, Workspace, build_features
+from audiotag.report import write_data_report
+from audiotag.source import prepare_source
+from tasks.tracking import Tracking, log_artifact
+
+
+@task(retries=2, retry_delay_seconds=[5, 30])
+def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
+    """Brings the dataset into the FAT2019 layout; returns its directory."""
+    data_dir = prepare_source(source, Workspace(Path(workdir)).data_dir, seed=seed)
+    get_run_logger().info("dataset ready in %s", data_dir)
+    return str(data_dir)
+
+
+@task
+def extract_dataset_metadata(data_dir: str, workdir: str, silence_top_db: float) -> str:
+    """Writes metadata.parquet (incremental: unchanged files are not re-read)."""
+    ws = Workspace(Path(workdir))
+    return str(extract_metadata(Path(data_dir), ws.metadata, silence_top_db))
+
+
+@task
+def filter_corrupt_files(data_dir: str, workdir: str, metadata: str,
+                         tracking: Tracking) -> DatasetInfo:
+    """Drops known-corrupt, unreadable and silent files, recording each with its reason."""
+    ws = Workspace(Path(workdir))
+    kept, rejected = filter_corrupt(Path(metadata), ws.kept, ws.rejected)
+    info = DatasetInfo(data_dir, dataset_fingerprint(ws.kept), read_vocabulary(Path(data_dir)),
+                       kept, rejected)
+    logger = get_run_logger()
+    logger.info("kept %d files, rejected %d; fingerprint %s; %d labels", kept, rejected,
+                info.fingerprint, len(info.vocab))
+    report_dir = ws.root / "report"
+    paths = write_data_report(ws.metadata, ws.rejected, report_dir)
+    for path in paths:
+        log_artifact(tracking, tracking.parent_run_id, path, "data_report")
+    log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")
+    create_markdown_artifact(paths[0].read_text(), key="data-report",
+                             description="Dataset report: durations, labels, levels, rejects")
+    if rejected:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(ws.rejected).to_pylist()
+        create_table_artifact(rows[:200], key="rejected-files",
+                              description=f"{rejected} rejected files with their reasons")
+    return info
+
+
+@task
+def make_dataset_folds(workdir: str, info: DatasetInfo, settings: FoldSettings) -> str:
+    """Writes folds.parquet (same split on every run for the same data and settings)."""
+    ws = Workspace(Path(workdir))
+    return str(make_folds(ws.kept, ws.folds, settings))
+
+
+@task
+def build_feature_store(workdir: str, info: DatasetInfo, config: TrainConfig) -> str:
+    """Computes every kept file's log-mel once; cached by fingerprint and mel settings."""
+    ws = Workspace(Path(workdir))
+    root = build_features(ws, Path(info.data_dir), config, info.fingerprint)
+    store = feats.FeatureStore.open(root)
+    get_run_logger().info("feature store %s: %d files, %d frames", root, len(store.index),
+                          store.data.shape[0])
+    return str(root)

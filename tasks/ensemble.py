@@ -1,0 +1,46 @@
+"""The TTA ensemble task: submission, out-of-fold and test scores, logged to the parent run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from audiotag.config import TrainConfig
+from audiotag.devices import device_pool
+from audiotag.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
+from audiotag.train import StageResult
+from tasks.tracking import Tracking, log_artifact, log_metrics
+
+
+@task
+def tta_ensemble(workdir: str, info: DatasetInfo, store_dir: str, config: TrainConfig,
+                 noisy: list[StageResult], curated: list[StageResult], run_name: str,
+                 tracking: Tracking) -> EnsembleResult:
+    """Averages every curated model's TTA test predictions into submission.csv."""
+    ws = Workspace(Path(workdir))
+    with device_pool().lease() as device:
+        result = predict_test(ws, info, Path(store_dir), config, curated, ws.run_dir(run_name),
+                              device)
+    metrics = {f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap
+               for r in [*noisy, *curated]}
+    metrics["oof/lwlrap"] = result.oof_lwlrap
+    if result.test_lwlrap is not None:
+        metrics["test/lwlrap"] = result.test_lwlrap
+    log_metrics(tracking, tracking.parent_run_id, metrics)
+    for path in (result.submission, result.oof, result.scores):
+        log_artifact(tracking, tracking.parent_run_id, path)
+    rows = [{"fold": k + 1, "noisy lwlrap": round(n.valid_lwlrap, 4),
+             "curated lwlrap": round(c.valid_lwlrap, 4)}
+            for k, (n, c) in enumerate(zip(noisy, curated, strict=True))]
+    create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
+    test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
+    create_markdown_artifact(
+        f"# audiotag run {run_name}\n\n| score | lwlrap |\n|---|---|\n"
+        f"| out-of-fold (curated) | {result.oof_lwlrap:.4f} |\n| test | {test} |\n\n"
+        f"MLflow run `{tracking.parent_run_id}` at `{tracking.uri}`; "
+        f"submission `{result.submission}`\n",
+        key="run-summary", description="OOF and test lwlrap")
+    get_run_logger().info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
+    return result

@@ -1,0 +1,112 @@
+"""MLflow tracking through explicit run ids (MLflow's active run is thread-local)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+EXPERIMENT = "audiotag"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a flow run's MLflow records go; passed to tasks, never part of a cache key."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def tracking_uri(workdir: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the work dir."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve()}/mlflow.db"
+
+
+def code_version() -> str:
+    """The git commit of the code when it is a checkout, else the package version."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from audiotag import __version__
+
+    return __version__
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, str]:
+    """Nested settings -> ``{'noisy.cycles.0.lr': '0.003'}`` for MLflow params."""
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    if isinstance(obj, list | tuple):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flatten(f"{prefix}.{i}", v))
+        return out
+    return {prefix: json.dumps(obj) if not isinstance(obj, str) else obj}
+
+
+def start_parent(workdir: Path, name: str, tags: dict[str, str],
+                 params: dict[str, str]) -> Tracking:
+    uri = tracking_uri(workdir)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        artifacts = (workdir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+        exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    else:
+        exp_id = exp.experiment_id
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    log_params(client, run.info.run_id, params)
+    return Tracking(uri, exp_id, run.info.run_id)
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for lo in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[lo:lo + 100])
+
+
+def start_child(tracking: Tracking, name: str, params: dict[str, str]) -> str:
+    client = MlflowClient(tracking.uri)
+    run = client.create_run(tracking.experiment_id, run_name=name,
+                            tags={"mlflow.parentRunId": tracking.parent_run_id})
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_metrics(tracking: Tracking, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    import math
+    import time
+
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), ts, step) for k, v in values.items()
+               if v is not None and not math.isnan(float(v))]
+    if metrics:
+        MlflowClient(tracking.uri).log_batch(run_id, metrics=metrics)
+
+
+def log_artifact(tracking: Tracking, run_id: str, path: Path | str, folder: str | None = None) -> None:
+    MlflowClient(tracking.uri).log_artifact(run_id, str(path), folder)
+
+
+def end_run(tracking: Tracking, run_id: str, ok: bool) -> None:
+    status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+    MlflowClient(tracking.uri).set_terminated(run_id, status)
+
+
+def as_dict(tracking: Tracking) -> dict[str, str]:
+    return asdict(tracking)
+

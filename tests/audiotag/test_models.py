@@ -1,0 +1,41 @@
+import torch
+from torch import nn
+
+from audiotag.config import ModelSettings, load_config
+from audiotag.models import MaxBlurPool, build_model
+
+
+def test_reference_model_80_classes_forward_backward_256() -> None:
+    cfg = load_config("reference")
+    assert cfg.model == ModelSettings(arch="xresnet50", self_attention=True, act="mish",
+                                      blur_pool=True)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 80)
+    x = torch.randn(2, 1, 256, 256)
+    out = model(x)
+    assert out.shape == (2, 80)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert any(isinstance(m, nn.Mish) for m in model.modules())
+
+
+def test_no_maxpool_remains_and_blurpool_shape() -> None:
+    model = build_model(load_config("reference").model, 80)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    pools = [m for m in model.modules() if isinstance(m, MaxBlurPool)]
+    assert len(pools) == 1
+    x = torch.randn(2, pools[0].channels, 64, 63)
+    assert pools[0](x).shape == (2, pools[0].channels, 32, 32)
+    # Same shape as the MaxPool2d it replaced.
+    assert nn.MaxPool2d(3, 2, 1)(x).shape == pools[0](x).shape
+
+
+def test_blurpool_is_less_shift_sensitive_than_maxpool() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 32, 32)
+    shifted = torch.roll(x, 1, dims=3)
+    blur = MaxBlurPool(1)
+    mp = nn.MaxPool2d(3, 2, 1)
+    d_blur = (blur(x) - blur(shifted)).abs().mean()
+    d_mp = (mp(x) - mp(shifted)).abs().mean()
+    assert d_blur < d_mp

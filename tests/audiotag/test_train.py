@@ -1,0 +1,111 @@
+"""Training: resume from checkpoints, whole-clip deterministic evaluation."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiotag.batches import Clips
+from audiotag.config import load_config
+from audiotag.features import PAD_DB
+from audiotag.predict import LoadedModel
+from audiotag.train import latest_checkpoint, train_stage
+
+N_MELS, WIDTH = 32, 32
+
+
+def tiny_config(**overrides):
+    base = {"mel.n_mels": N_MELS, "crop_frames": WIDTH, "model.arch": "xresnet18",
+            "noisy.batch_size": 8, "noisy.cycles": [{"epochs": 2, "lr": 3e-3},
+                                                    {"epochs": 2, "lr": 1e-3, "size": 40}]}
+    base.update(overrides)
+    return load_config("demo", base)
+
+
+def synthetic_store(n: int = 48, seed: int = 0) -> tuple[np.ndarray, Clips]:
+    """Two classes: a low band or a high band lit for a stretch of each clip."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(20, 90, size=n)
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
+    data = rng.normal(-80, 3, size=(frames.sum(), N_MELS)).astype(np.float32)
+    targets = np.zeros((n, 2), dtype=np.float32)
+    for i, (o, f) in enumerate(zip(offsets, frames, strict=True)):
+        c = i % 2
+        targets[i, c] = 1
+        band = slice(2, 8) if c == 0 else slice(22, 28)
+        data[o:o + f, band] += 50
+    return data, Clips(offsets.astype(np.int64), frames.astype(np.int64), targets)
+
+
+def run(tmp: Path, config, data, clips, stop_at: int | None = None, epochs_seen=None):
+    def on_epoch(rec):
+        if epochs_seen is not None:
+            epochs_seen.append(rec.epoch)
+        if stop_at is not None and rec.epoch == stop_at:
+            raise KeyboardInterrupt("machine lost")
+
+    torch.set_num_threads(1)
+    return train_stage(data=data, train=clips.subset(np.arange(32)),
+                       valid=clips.subset(np.arange(32, 48)), vocab=("low", "high"),
+                       config=config, stage="noisy", fold=0, out_dir=tmp, on_epoch=on_epoch)
+
+
+def _weights(path: str) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    config = tiny_config()
+    data, clips = synthetic_store()
+    straight = run(tmp_path / "a", config, data, clips)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", config, data, clips, stop_at=3)  # inside the second cycle
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints")[0] == 3
+    seen: list[int] = []
+    resumed = run(tmp_path / "b", config, data, clips, epochs_seen=seen)
+    assert seen == [4] and resumed.resumed_from_epoch == 3
+    lrs_a = torch.load(next((tmp_path / "a" / "checkpoints").glob("*.pt")),
+                       weights_only=True)["lrs"]
+    lrs_b = torch.load(next((tmp_path / "b" / "checkpoints").glob("*.pt")),
+                       weights_only=True)["lrs"]
+    assert lrs_a == lrs_b  # the learning rate at every step
+    wa, wb = _weights(straight.model_path), _weights(resumed.model_path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # Old checkpoints are pruned.
+    assert len(list((tmp_path / "b" / "checkpoints").glob("*.pt"))) == 1
+
+
+def test_lr_schedule_is_flat_then_cosine_per_cycle(tmp_path: Path) -> None:
+    config = tiny_config()
+    data, clips = synthetic_store()
+    run(tmp_path, config, data, clips)
+    lrs = torch.load(next((tmp_path / "checkpoints").glob("*.pt")), weights_only=True)["lrs"]
+    per_cycle = len(lrs) // 2
+    first, second = lrs[:per_cycle], lrs[per_cycle:]
+    assert first[0] == pytest.approx(3e-3) and second[0] == pytest.approx(1e-3)
+    for cycle, lr in ((first, 3e-3), (second, 1e-3)):
+        flat = int(0.75 * len(cycle))
+        assert cycle[:flat] == pytest.approx([lr] * flat)  # flat ...
+        tail = cycle[flat:]
+        assert all(a > b for a, b in zip(tail, tail[1:], strict=False))  # ... then cosine down
+        assert tail[-1] < lr
+
+
+def test_model_file_predicts_alone_deterministically_over_the_whole_clip(tmp_path: Path) -> None:
+    config = tiny_config(**{"noisy.cycles": [{"epochs": 6, "lr": 3e-3}]})
+    data, clips = synthetic_store(n=48)
+    result = run(tmp_path, config, data, clips)
+    assert result.valid_lwlrap > 0.9
+    model = LoadedModel(Path(result.model_path))
+    assert model.vocab == ("low", "high")
+    # A long clip, silent but for a 'high' sound at its very end.
+    long = np.full((400, N_MELS), PAD_DB + 20, dtype=np.float32)
+    long += np.random.default_rng(1).normal(0, 3, long.shape).astype(np.float32)
+    long[-25:, 22:28] += 60
+    store = np.concatenate([data, long])
+    clip = Clips(np.array([len(data)]), np.array([400]), np.array([[0, 1]], dtype=np.float32))
+    a = model.predict(store, clip, tta=0)
+    b = model.predict(store, clip, tta=0)
+    assert np.array_equal(a, b)
+    assert a[0, 1] > 0.5 and a[0, 1] > a[0, 0]
