@@ -64,10 +64,10 @@ def _channels_before(parent: nn.Module, name: str) -> int:
 
 
 def build_model(settings: ModelSettings, n_classes: int) -> nn.Module:
-    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes)``."""
+    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes, widen=settings.widen)``."""
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     act = nn.Mish if settings.act == "mish" else nn.ReLU
     model = _ARCHS[settings.arch](pretrained=False, act_cls=act, sa=settings.self_attention,
-                                  c_in=1, n_out=n_classes)
+                                  c_in=1, n_out=n_classes, widen=settings.widen)
     return replace_maxpool(model) if settings.blur_pool else model

@@ -50,7 +50,13 @@ class Workspace:
 
     @property
     def results(self) -> Path:
+        """Persisted task results (the CLI points Prefect's local storage here)."""
         return self.root / "prefect-results"
+
+    @property
+    def cache_keys(self) -> Path:
+        """Prefect's cache records for fold tasks: what a re-run looks up."""
+        return self.root / "prefect-cache"
 
     def features(self, key: str) -> Path:
         return self.root / "features" / key

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,7 @@ class StageResult:
     valid_loss: float
     history: tuple[dict, ...] = field(default_factory=tuple)
     resumed_from_epoch: int = 0
+    lrs: tuple[float, ...] = field(default_factory=tuple)  # the learning rate of every step
 
 
 def stage_seed(config: TrainConfig, stage: str, fold: int) -> int:
@@ -240,8 +242,10 @@ class _StageRun:
         save_model(model_path, self.model, self.vocab, self.config, self.norm, self.size,
                    self.stage, self.fold)
         np.save(self.out_dir / "valid_probs.npy", probs)
+        # The model file is the stage's result; its checkpoints only served resuming.
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return StageResult(self.stage, self.fold, str(model_path), score, vloss,
-                           tuple(self.history), resumed_from_epoch=done)
+                           tuple(self.history), resumed_from_epoch=done, lrs=tuple(self.lrs))
 
 
 def train_stage(*, data: np.ndarray, train: Clips, valid: Clips, vocab: tuple[str, ...],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / "prefect-results"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    # The temporary server's telemetry heartbeat fights the flow for its SQLite
+    # file and logs 'database is locked' tracebacks; nothing is lost without it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     from flows.train import train_flow
 
     summary = train_flow(source=args.source, workdir=str(workdir), preset=args.preset,

@@ -25,7 +25,7 @@ FAIL_ENV = "AUDIOTAG_FAIL_FOLD"
 
 def fold_cache_policy(workdir: str):  # noqa: ANN201 - a prefect CachePolicy
     """The fold cache policy, its records kept under the work dir."""
-    return FOLD_CACHE.configure(key_storage=str(Workspace(Path(workdir)).results))
+    return FOLD_CACHE.configure(key_storage=str(Workspace(Path(workdir)).cache_keys))
 
 
 @task(persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"])
