@@ -104,6 +104,7 @@ def build_learner(model: nn.Module, batches: TrainBatches, cbs: Sequence[Callbac
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda *_: None
     if device.type == "cuda":
+        import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
         from fastai.callback.fp16 import AMPMode
 
         mode = AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16

@@ -1,0 +1,36 @@
+"""The CUDA path: mixed precision, channels_last, augmentation on the device."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiotag.batches import augment_batch
+from audiotag.config import AugmentSettings
+from audiotag.predict import LoadedModel
+from tests.audiotag.test_train import synthetic_store, tiny_config
+
+pytestmark = pytest.mark.gpu
+
+
+def test_training_on_cuda_learns_and_predicts(tmp_path: Path) -> None:
+    from audiotag.train import train_stage
+
+    data, clips = synthetic_store()
+    config = tiny_config(**{"noisy.cycles": [{"epochs": 4, "lr": 3e-3, "size": 48}]})
+    result = train_stage(data=data, train=clips.subset(np.arange(32)),
+                         valid=clips.subset(np.arange(32, 48)), vocab=("low", "high"),
+                         config=config, stage="noisy", fold=0, out_dir=tmp_path, device="cuda:0")
+    assert result.valid_lwlrap > 0.9
+    model = LoadedModel(Path(result.model_path), "cuda:0")
+    probs = model.predict(data, clips.subset(np.arange(32, 48)), tta=1)
+    assert probs.shape == (16, 2) and np.isfinite(probs).all()
+
+
+def test_augmentation_runs_on_the_device() -> None:
+    x = torch.randn(8, 1, 64, 64, device="cuda")
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    out = augment_batch(x, AugmentSettings(), gen)
+    assert out.device.type == "cuda" and out.shape == x.shape
