@@ -8,6 +8,7 @@ overridden with dotted keys (``noisy.cycles.0.epochs=3``).
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from typing import Any, Literal
 
@@ -88,10 +89,22 @@ class StageSettings(_Frozen):
     mixup: bool = Field(False, description="Mixup on training batches.")
     batch_size: int = Field(64, gt=0)
     pct_start: float = Field(0.75, gt=0, le=1, description="Share of a cycle at flat lr.")
+    min_steps: int = Field(
+        0, ge=0, description="On small data, every cycle's epochs are multiplied so that the "
+        "stage takes at least this many optimiser steps (0: epochs as given).")
 
     @property
     def epochs(self) -> int:
         return sum(c.epochs for c in self.cycles)
+
+    def for_data(self, batches_per_epoch: int) -> StageSettings:
+        """These settings with epochs scaled up to reach ``min_steps`` on this data."""
+        steps = batches_per_epoch * self.epochs
+        if steps >= self.min_steps:
+            return self
+        factor = math.ceil(self.min_steps / max(steps, 1))
+        cycles = tuple(c.model_copy(update={"epochs": c.epochs * factor}) for c in self.cycles)
+        return self.model_copy(update={"cycles": cycles})
 
 
 class FoldSettings(_Frozen):
@@ -157,6 +170,9 @@ def _demo() -> dict[str, Any]:
             "batch_size": 16,
             "mixup": True,
             "cycles": [{"epochs": 10, "lr": 2e-3}],
+            # The demo's 200 training clips give 120 steps; a smaller dataset
+            # (a user's own) still gets enough steps to learn from scratch.
+            "min_steps": 120,
         },
         "eval": {"tta": 2},
     }

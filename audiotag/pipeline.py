@@ -77,6 +77,10 @@ class DatasetInfo:
     vocab: tuple[str, ...]
     kept: int
     rejected: int
+    counts: tuple[tuple[str, int], ...] = ()  # kept files per subset
+
+    def count(self, subset: str) -> int:
+        return dict(self.counts).get(subset, 0)
 
 
 def stage_key(config: TrainConfig, stage: Stage, fingerprint: str) -> str:
@@ -152,7 +156,7 @@ def train_fold(ws: Workspace, info: DatasetInfo, store_dir: Path, config: TrainC
 @dataclass(frozen=True)
 class EnsembleResult:
     run_dir: str
-    submission: str
+    submission: str | None
     oof: str
     scores: str
     oof_lwlrap: float
@@ -191,24 +195,25 @@ def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: Trai
     # Test: every submission row, in sample_submission order; unreadable clips
     # get the curated label frequencies, so the file stays complete.
     test_rows = kept_rows(ws, "test")
-    clips = to_clips(store, test_rows, info.vocab)
-    probs = [LoadedModel(Path(r.model_path), device).predict(store.data, clips) for r in curated]
-    test_probs = ensemble(probs, config.eval.ensemble)
     sub_path = data_dir / SAMPLE_SUBMISSION
     names = (pd.read_csv(sub_path, encoding="utf-8-sig").fname.tolist() if sub_path.exists()
              else [r["fname"] for r in test_rows])
-    prior = truth.mean(axis=0) if len(truth) else np.zeros(len(info.vocab))
-    by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
-    sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
-    sub.insert(0, "fname", names)
-    submission = run_dir / "submission.csv"
-    write_atomic(submission, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
-
-    test_score = None
-    labelled = [i for i, r in enumerate(test_rows) if r["labels"]]
-    if labelled:
-        test_truth = _targets([test_rows[i] for i in labelled], info.vocab)
-        test_score = lwlrap(test_truth, test_probs[labelled])
+    submission, test_score, by_name = None, None, {}
+    if names:
+        clips = to_clips(store, test_rows, info.vocab)
+        probs = [LoadedModel(Path(r.model_path), device).predict(store.data, clips)
+                 for r in curated]
+        test_probs = ensemble(probs, config.eval.ensemble)
+        prior = truth.mean(axis=0)
+        by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
+        sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
+        sub.insert(0, "fname", names)
+        submission = run_dir / "submission.csv"
+        write_atomic(submission, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+        labelled = [i for i, r in enumerate(test_rows) if r["labels"]]
+        if labelled:
+            test_truth = _targets([test_rows[i] for i in labelled], info.vocab)
+            test_score = lwlrap(test_truth, test_probs[labelled])
     per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
     scores = {
         "oof_lwlrap": oof_score,
@@ -219,7 +224,8 @@ def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: Trai
         "test_missing": [n for n in names if n not in by_name],
     }
     write_json_atomic(scores, run_dir / "scores.json")
-    return EnsembleResult(str(run_dir), str(submission), str(run_dir / "oof.parquet"),
+    return EnsembleResult(str(run_dir), None if submission is None else str(submission),
+                          str(run_dir / "oof.parquet"),
                           str(run_dir / "scores.json"), oof_score, test_score,
                           tuple(r.valid_lwlrap for r in curated))
 

@@ -169,6 +169,7 @@ class _StageRun:
                                        self.seed)
         self.batches = TrainBatches(data, train, self.settings.batch_size, config.crop_frames,
                                     self.norm, config.augment, None, device)
+        self.settings = self.settings.for_data(len(self.batches))
         self.learn: Learner | None = None
         self.size: int | None = None
 

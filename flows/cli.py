@@ -14,12 +14,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print("\naudiotag run", summary["run_name"])
     print(f"{'fold':>6}  {'noisy lwlrap':>12}  {'curated lwlrap':>14}")
     for row in summary["folds"]:
-        print(f"{row['fold']:>6}  {row['noisy']:>12.4f}  {row['curated']:>14.4f}")
+        noisy = "-" if row["noisy"] is None else f"{row['noisy']:.4f}"
+        print(f"{row['fold']:>6}  {noisy:>12}  {row['curated']:>14.4f}")
     print(f"\nout-of-fold lwlrap (curated): {summary['oof_lwlrap']:.4f}")
     test = summary["test_lwlrap"]
     print(f"test lwlrap:                  {'n/a (no test labels)' if test is None else f'{test:.4f}'}")
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
-    print(f"submission:   {summary['submission']}")
+    print(f"submission:   {summary['submission'] or 'none (no test set)'}")
     print(f"scores:       {summary['scores']}")
     print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
     print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")

@@ -51,36 +51,36 @@ def train_flow(
         metadata = extract_dataset_metadata(data_dir, workdir, config.mel.silence_top_db)
         info = filter_corrupt_files(data_dir, workdir, metadata, tracking)
         tag_dataset(tracking, info.fingerprint)
-        folds = make_dataset_folds(workdir, info, config.folds)
-        store = build_feature_store(workdir, info, config, wait_for=[folds])
+        folds_file = make_dataset_folds(workdir, info, config.folds)
+        store = build_feature_store(workdir, info, config, wait_for=[folds_file])
 
         fold_task = train_stage_fold.with_options(cache_policy=fold_cache_policy(workdir))
-        noisy, curated = [], []
-        for k in range(config.folds.n_folds):
-            noisy.append(fold_task.with_options(task_run_name=f"noisy-fold-{k + 1}").submit(
-                workdir, info, store, config, "noisy", k, None, tracking))
-        for k in range(config.folds.n_folds):
-            # Each curated fold waits only for its own noisy fold.
-            curated.append(fold_task.with_options(task_run_name=f"curated-fold-{k + 1}").submit(
-                workdir, info, store, config, "curated", k, noisy[k], tracking))
-        wait(noisy + curated)
-        labels = [f"{s}-fold-{k + 1}" for s in ("noisy", "curated") for k in range(len(noisy))]
-        names = [n for n, f in zip(labels, noisy + curated, strict=True)
-                 if not f.state.is_completed()]
+        folds = range(config.folds.n_folds)
+        # A dataset without a noisy subset trains the curated stage from scratch.
+        noisy = {k: fold_task.with_options(task_run_name=f"noisy-fold-{k + 1}").submit(
+            workdir, info, store, config, "noisy", k, None, tracking)
+            for k in folds if info.count("noisy")}
+        # Each curated fold waits only for its own noisy fold.
+        curated = {k: fold_task.with_options(task_run_name=f"curated-fold-{k + 1}").submit(
+            workdir, info, store, config, "curated", k, noisy.get(k), tracking) for k in folds}
+        futures = {**{f"noisy-fold-{k + 1}": f for k, f in noisy.items()},
+                   **{f"curated-fold-{k + 1}": f for k, f in curated.items()}}
+        wait(list(futures.values()))
+        names = [n for n, f in futures.items() if not f.state.is_completed()]
         if names:
             raise FoldsFailed(f"folds did not complete: {', '.join(names)}; re-run the flow "
                               "to retrain only these (finished folds come from the cache)")
-        noisy_results = [f.result() for f in noisy]
-        curated_results = [f.result() for f in curated]
+        noisy_results = [f.result() for f in noisy.values()]
+        curated_results = [f.result() for f in curated.values()]
         result = tta_ensemble(workdir, info, store, config, noisy_results, curated_results,
                               run_name, tracking)
         ok = True
         return {
             "run_name": run_name,
             "workdir": workdir,
-            "folds": [{"fold": k + 1, "noisy": n.valid_lwlrap, "curated": c.valid_lwlrap}
-                      for k, (n, c) in enumerate(zip(noisy_results, curated_results,
-                                                     strict=True))],
+            "folds": [{"fold": c.fold + 1, "curated": c.valid_lwlrap,
+                       "noisy": noisy_results[i].valid_lwlrap if noisy_results else None}
+                      for i, c in enumerate(curated_results)],
             "oof_lwlrap": result.oof_lwlrap,
             "test_lwlrap": result.test_lwlrap,
             "submission": result.submission,

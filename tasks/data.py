@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -39,11 +42,13 @@ def filter_corrupt_files(data_dir: str, workdir: str, metadata: str,
     """Drops known-corrupt, unreadable and silent files, recording each with its reason."""
     ws = Workspace(Path(workdir))
     kept, rejected = filter_corrupt(Path(metadata), ws.kept, ws.rejected)
+    counts = Counter(pq.read_table(ws.kept, columns=["subset"]).column("subset").to_pylist())
     info = DatasetInfo(data_dir, dataset_fingerprint(ws.kept), read_vocabulary(Path(data_dir)),
-                       kept, rejected)
+                       kept, rejected, tuple(sorted(counts.items())))
     logger = get_run_logger()
-    logger.info("kept %d files, rejected %d; fingerprint %s; %d labels", kept, rejected,
-                info.fingerprint, len(info.vocab))
+    logger.info("kept %d files (%s), rejected %d; fingerprint %s; %d labels", kept,
+                ", ".join(f"{n} {s}" for s, n in info.counts), rejected, info.fingerprint,
+                len(info.vocab))
     report_dir = ws.root / "report"
     paths = write_data_report(ws.metadata, ws.rejected, report_dir)
     for path in paths:
@@ -52,8 +57,6 @@ def filter_corrupt_files(data_dir: str, workdir: str, metadata: str,
     create_markdown_artifact(paths[0].read_text(), key="data-report",
                              description="Dataset report: durations, labels, levels, rejects")
     if rejected:
-        import pyarrow.parquet as pq
-
         rows = pq.read_table(ws.rejected).to_pylist()
         create_table_artifact(rows[:200], key="rejected-files",
                               description=f"{rejected} rejected files with their reasons")

@@ -30,10 +30,11 @@ def tta_ensemble(workdir: str, info: DatasetInfo, store_dir: str, config: TrainC
         metrics["test/lwlrap"] = result.test_lwlrap
     log_metrics(tracking, tracking.parent_run_id, metrics)
     for path in (result.submission, result.oof, result.scores):
-        log_artifact(tracking, tracking.parent_run_id, path)
-    rows = [{"fold": k + 1, "noisy lwlrap": round(n.valid_lwlrap, 4),
-             "curated lwlrap": round(c.valid_lwlrap, 4)}
-            for k, (n, c) in enumerate(zip(noisy, curated, strict=True))]
+        if path is not None:
+            log_artifact(tracking, tracking.parent_run_id, path)
+    noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
+    rows = [{"fold": c.fold + 1, "noisy lwlrap": round(noisy_by_fold.get(c.fold, float("nan")), 4),
+             "curated lwlrap": round(c.valid_lwlrap, 4)} for c in curated]
     create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
     test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
     create_markdown_artifact(

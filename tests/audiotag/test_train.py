@@ -105,3 +105,11 @@ def test_model_file_predicts_alone_deterministically_over_the_whole_clip(tmp_pat
     b = model.predict(store, clip, tta=0)
     assert np.array_equal(a, b)
     assert a[0, 1] > 0.5 and a[0, 1] > a[0, 0]
+
+
+def test_small_data_gets_enough_steps() -> None:
+    stage = load_config("demo").curated
+    assert stage.for_data(12) is stage  # the demo's own size: as given
+    scaled = stage.for_data(2)  # 32 clips at batch 16
+    assert scaled.epochs * 2 >= stage.min_steps
+    assert [c.lr for c in scaled.cycles] == [c.lr for c in stage.cycles]

@@ -17,6 +17,7 @@ TINY = {
     "model.widen": 0.25,
     "noisy.cycles": [{"epochs": 1, "lr": 3e-3}],
     "curated.cycles": [{"epochs": 1, "lr": 2e-3}],
+    "curated.min_steps": 0,
     "eval.tta": 1,
 }
 
