@@ -16,7 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from audiotag.config import AugmentSettings
-from audiotag.features import clamp_top_db, gather_windows
+from audiotag.features import (
+    clamp_top_db,
+    gather_windows,
+    gather_windows_torch,
+    store_on_device,
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class TrainBatches:
             raise ValueError("no training clips")
         self.data, self.clips, self.bs, self.width = data, clips, batch_size, width
         self.norm, self.aug, self.size, self.device = norm, aug, size, device
+        self.device_data = store_on_device(data, device)
         # Drop the last partial batch (fastai's default for training) unless
         # there is no full batch at all.
         self.n_batches = max(1, len(clips) // batch_size)
@@ -157,10 +163,18 @@ class TrainBatches:
             idx = order[i * self.bs:(i + 1) * self.bs]
             c = self.clips.subset(idx)
             starts = random_starts(rng, c.frames, self.width)
-            x = torch.from_numpy(gather_windows(self.data, c.offsets, c.frames, starts, self.width))
             y = torch.from_numpy(c.targets)
+            if self.device_data is not None:
+                x = gather_windows_torch(self.device_data, *(
+                    torch.from_numpy(a).to(self.device) for a in (c.offsets, c.frames, starts)),
+                    self.width)
+            else:
+                x = torch.from_numpy(
+                    gather_windows(self.data, c.offsets, c.frames, starts, self.width))
+                if pin:
+                    x = x.pin_memory()
             if pin:
-                x, y = x.pin_memory(), y.pin_memory()
+                y = y.pin_memory()
             x = self.norm(x.to(self.device, non_blocking=True))
             if self.aug is not None:
                 x = augment_batch(x, self.aug, gen)

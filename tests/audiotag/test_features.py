@@ -72,3 +72,16 @@ def test_store_of_real_recordings(drums_dir: Path, tmp_path: Path) -> None:
     mtime = (root / "data.f32").stat().st_mtime_ns
     build_feature_store(rows, drums_dir, mel, tmp_path / "store")
     assert (root / "data.f32").stat().st_mtime_ns == mtime
+
+
+def test_torch_gather_equals_numpy_gather() -> None:
+    from audiotag.features import gather_windows_torch
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(500, 8)).astype(np.float32)
+    offsets, frames = np.array([0, 100, 130, 400]), np.array([100, 30, 270, 100])
+    starts = np.array([10, 0, 200, 90])
+    ref = gather_windows(data, offsets, frames, starts, 16)
+    got = gather_windows_torch(torch.from_numpy(data), *(torch.from_numpy(a) for a in
+                                                        (offsets, frames, starts)), 16)
+    np.testing.assert_array_equal(got.numpy(), ref)

@@ -34,3 +34,14 @@ def test_augmentation_runs_on_the_device() -> None:
     gen.manual_seed(0)
     out = augment_batch(x, AugmentSettings(), gen)
     assert out.device.type == "cuda" and out.shape == x.shape
+
+
+def test_store_is_held_on_the_gpu_and_crops_cut_there() -> None:
+    from audiotag.batches import Normalizer, TrainBatches
+
+    data, clips = synthetic_store()
+    batches = TrainBatches(data, clips, 8, 32, Normalizer(-70.0, 20.0, 60.0), AugmentSettings(),
+                           None, torch.device("cuda:0"))
+    assert batches.device_data is not None and batches.device_data.is_cuda
+    x, y = next(iter(batches))
+    assert x.is_cuda and x.shape == (8, 1, 32, 32) and y.is_cuda
