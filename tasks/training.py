@@ -28,7 +28,9 @@ def fold_cache_policy(workdir: str):  # noqa: ANN201 - a prefect CachePolicy
     return FOLD_CACHE.configure(key_storage=str(Workspace(Path(workdir)).cache_keys))
 
 
-@task(persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"])
+# A retry continues from the fold's last finished epoch, so it costs at most one epoch.
+@task(persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"], retries=1,
+      retry_delay_seconds=10)
 def train_stage_fold(workdir: str, info: DatasetInfo, store_dir: str, config: TrainConfig,
                      stage: Stage, fold: int, init: StageResult | None,
                      tracking: Tracking) -> StageResult:
