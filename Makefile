@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= demo-work
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(BIN)/audiotag run --source demo --preset demo --workdir $(WORKDIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check audiotag tasks flows tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check audiotag tasks flows tests bench
+format: $(STAMP)
+	$(BIN)/ruff format audiotag tasks flows tests bench
 
 clean:
 	rm -rf $(VENV) $(WORKDIR)

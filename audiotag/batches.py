@@ -54,8 +54,9 @@ class Normalizer:
         return x.transpose(1, 2).unsqueeze(1).contiguous()
 
 
-def measure_normalizer(data: np.ndarray, clips: Clips, width: int, top_db: float,
-                       seed: int, n_crops: int = 512) -> Normalizer:
+def measure_normalizer(
+    data: np.ndarray, clips: Clips, width: int, top_db: float, seed: int, n_crops: int = 512
+) -> Normalizer:
     """Mean and std of ``n_crops`` random top_db-clamped training crops.
 
     fastai's ``Normalize()`` takes them from one batch; more crops make them
@@ -64,8 +65,12 @@ def measure_normalizer(data: np.ndarray, clips: Clips, width: int, top_db: float
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(clips), size=min(n_crops, max(len(clips), 1)))
     starts = random_starts(rng, clips.frames[idx], width)
-    x = clamp_top_db(torch.from_numpy(
-        gather_windows(data, clips.offsets[idx], clips.frames[idx], starts, width)), top_db)
+    x = clamp_top_db(
+        torch.from_numpy(
+            gather_windows(data, clips.offsets[idx], clips.frames[idx], starts, width)
+        ),
+        top_db,
+    )
     return Normalizer(float(x.mean()), float(x.std()) + 1e-6, top_db)
 
 
@@ -134,9 +139,17 @@ class TrainBatches:
     alone, so a resumed run sees the same batches as an uninterrupted one.
     """
 
-    def __init__(self, data: np.ndarray, clips: Clips, batch_size: int, width: int,
-                 norm: Normalizer, aug: AugmentSettings | None, size: int | None,
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        data: np.ndarray,
+        clips: Clips,
+        batch_size: int,
+        width: int,
+        norm: Normalizer,
+        aug: AugmentSettings | None,
+        size: int | None,
+        device: torch.device,
+    ) -> None:
         if len(clips) == 0:
             raise ValueError("no training clips")
         self.data, self.clips, self.bs, self.width = data, clips, batch_size, width
@@ -160,17 +173,20 @@ class TrainBatches:
         order = rng.permutation(len(self.clips))
         pin = self.device.type == "cuda"
         for i in range(self.n_batches):
-            idx = order[i * self.bs:(i + 1) * self.bs]
+            idx = order[i * self.bs : (i + 1) * self.bs]
             c = self.clips.subset(idx)
             starts = random_starts(rng, c.frames, self.width)
             y = torch.from_numpy(c.targets)
             if self.device_data is not None:
-                x = gather_windows_torch(self.device_data, *(
-                    torch.from_numpy(a).to(self.device) for a in (c.offsets, c.frames, starts)),
-                    self.width)
+                x = gather_windows_torch(
+                    self.device_data,
+                    *(torch.from_numpy(a).to(self.device) for a in (c.offsets, c.frames, starts)),
+                    self.width,
+                )
             else:
                 x = torch.from_numpy(
-                    gather_windows(self.data, c.offsets, c.frames, starts, self.width))
+                    gather_windows(self.data, c.offsets, c.frames, starts, self.width)
+                )
                 if pin:
                     x = x.pin_memory()
             if pin:

@@ -8,8 +8,8 @@ overridden with dotted keys (``noisy.cycles.0.epochs=3``).
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -90,8 +90,11 @@ class StageSettings(_Frozen):
     batch_size: int = Field(64, gt=0)
     pct_start: float = Field(0.75, gt=0, le=1, description="Share of a cycle at flat lr.")
     min_steps: int = Field(
-        0, ge=0, description="On small data, every cycle's epochs are multiplied so that the "
-        "stage takes at least this many optimiser steps (0: epochs as given).")
+        0,
+        ge=0,
+        description="On small data, every cycle's epochs are multiplied so that the "
+        "stage takes at least this many optimiser steps (0: epochs as given).",
+    )
 
     @property
     def epochs(self) -> int:

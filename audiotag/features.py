@@ -28,8 +28,12 @@ from audiotag.config import MelSettings
 # zero-padded crop reads as digital silence, as the report's pipeline saw it.
 PAD_DB = -100.0
 STORE_INDEX_SCHEMA = pa.schema(
-    [("fname", pa.string()), ("subset", pa.string()), ("offset", pa.int64()),
-     ("frames", pa.int64())]
+    [
+        ("fname", pa.string()),
+        ("subset", pa.string()),
+        ("offset", pa.int64()),
+        ("frames", pa.int64()),
+    ]
 )
 
 
@@ -45,13 +49,28 @@ class LogMel(nn.Module):
         super().__init__()
         self.mel = mel
         self.register_buffer("window", torch.hann_window(mel.win_length), persistent=False)
-        fb = AF.melscale_fbanks(mel.n_fft // 2 + 1, mel.f_min, mel.f_max, mel.n_mels,
-                                mel.sample_rate, norm=None, mel_scale="htk")
+        fb = AF.melscale_fbanks(
+            mel.n_fft // 2 + 1,
+            mel.f_min,
+            mel.f_max,
+            mel.n_mels,
+            mel.sample_rate,
+            norm=None,
+            mel_scale="htk",
+        )
         self.register_buffer("fb", fb.T.contiguous(), persistent=False)  # (n_mels, n_freqs)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.mel.n_fft, self.mel.hop_length, self.mel.win_length,
-                          self.window, center=True, pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            wave,
+            self.mel.n_fft,
+            self.mel.hop_length,
+            self.mel.win_length,
+            self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         power = spec.real.square() + spec.imag.square()
         melspec = torch.matmul(self.fb, power)
         return 10.0 * torch.log10(melspec.clamp_min(1e-10))
@@ -63,8 +82,9 @@ def clamp_top_db(x: torch.Tensor, top_db: float) -> torch.Tensor:
     return torch.maximum(x, peak - top_db)
 
 
-def compute_logmel(samples: np.ndarray, sr: int, mel: MelSettings,
-                   logmel: LogMel | None = None) -> np.ndarray:
+def compute_logmel(
+    samples: np.ndarray, sr: int, mel: MelSettings, logmel: LogMel | None = None
+) -> np.ndarray:
     """Mono samples -> ``(frames, n_mels)`` float32 dB, resampled to ``mel.sample_rate``."""
     wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     if sr != mel.sample_rate:
@@ -85,12 +105,19 @@ class FeatureStore:
     @classmethod
     def open(cls, root: Path) -> FeatureStore:
         meta = json.loads((root / "store.json").read_text())
-        data = np.memmap(root / "data.f32", dtype=np.float32, mode="r",
-                         shape=(meta["total_frames"], meta["n_mels"]))
+        data = np.memmap(
+            root / "data.f32",
+            dtype=np.float32,
+            mode="r",
+            shape=(meta["total_frames"], meta["n_mels"]),
+        )
         table = pq.read_table(root / "index.parquet").to_pydict()
-        index = {(s, f): (o, n) for f, s, o, n in
-                 zip(table["fname"], table["subset"], table["offset"], table["frames"],
-                     strict=True)}
+        index = {
+            (s, f): (o, n)
+            for f, s, o, n in zip(
+                table["fname"], table["subset"], table["offset"], table["frames"], strict=True
+            )
+        }
         return cls(root, data, index)
 
     def locate(self, items: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +126,9 @@ class FeatureStore:
         return pos[:, 0], pos[:, 1]
 
 
-def gather_windows(data: np.ndarray, offsets: np.ndarray, frames: np.ndarray,
-                   starts: np.ndarray, width: int) -> np.ndarray:
+def gather_windows(
+    data: np.ndarray, offsets: np.ndarray, frames: np.ndarray, starts: np.ndarray, width: int
+) -> np.ndarray:
     """Windows of ``width`` frames from clips, padded with `PAD_DB` past a clip's end.
 
     Returns:
@@ -115,8 +143,13 @@ def gather_windows(data: np.ndarray, offsets: np.ndarray, frames: np.ndarray,
     return out
 
 
-def gather_windows_torch(data: torch.Tensor, offsets: torch.Tensor, frames: torch.Tensor,
-                         starts: torch.Tensor, width: int) -> torch.Tensor:
+def gather_windows_torch(
+    data: torch.Tensor,
+    offsets: torch.Tensor,
+    frames: torch.Tensor,
+    starts: torch.Tensor,
+    width: int,
+) -> torch.Tensor:
     """`gather_windows` on tensors, on their device (a GPU-resident store)."""
     steps = torch.arange(width, device=data.device)
     pos = starts[:, None] + steps[None, :]
@@ -126,8 +159,9 @@ def gather_windows_torch(data: torch.Tensor, offsets: torch.Tensor, frames: torc
     return out.masked_fill(~valid[:, :, None], PAD_DB)
 
 
-def store_on_device(data: np.ndarray, device: torch.device,
-                    share: float = 0.5) -> torch.Tensor | None:
+def store_on_device(
+    data: np.ndarray, device: torch.device, share: float = 0.5
+) -> torch.Tensor | None:
     """The whole store copied to a GPU when it takes at most ``share`` of its free memory.
 
     Crops are then cut on the GPU; the full FAT2019 store (about 12 GB at the
@@ -161,18 +195,26 @@ def build_feature_store(rows: list[dict], data_dir: Path, mel: MelSettings, root
     with open(tmp / "data.f32", "wb") as f:
         for row in rows:
             samples, sr = read_audio(data_dir / row["path"])
-            intervals = np.array([[iv["start"], iv["end"]] for iv in row["nonsilent"]],
-                                 dtype=np.int64).reshape(-1, 2)
+            intervals = np.array(
+                [[iv["start"], iv["end"]] for iv in row["nonsilent"]], dtype=np.int64
+            ).reshape(-1, 2)
             feats = compute_logmel(remove_silence(samples, intervals), sr, mel, logmel)
             f.write(feats.tobytes())
-            index.append({"fname": row["fname"], "subset": row["subset"], "offset": offset,
-                          "frames": len(feats)})
+            index.append(
+                {
+                    "fname": row["fname"],
+                    "subset": row["subset"],
+                    "offset": offset,
+                    "frames": len(feats),
+                }
+            )
             offset += len(feats)
         f.flush()
         os.fsync(f.fileno())
     pq.write_table(pa.Table.from_pylist(index, schema=STORE_INDEX_SCHEMA), tmp / "index.parquet")
-    (tmp / "store.json").write_text(json.dumps(
-        {"total_frames": offset, "n_mels": mel.n_mels, "mel": mel.model_dump()}))
+    (tmp / "store.json").write_text(
+        json.dumps({"total_frames": offset, "n_mels": mel.n_mels, "mel": mel.model_dump()})
+    )
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, root)

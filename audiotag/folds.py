@@ -13,9 +13,7 @@ from audiotag.config import FoldSettings
 from audiotag.layout import TRAIN_SUBSETS
 from audiotag.storage import write_parquet_atomic
 
-FOLDS_SCHEMA = pa.schema(
-    [("subset", pa.string()), ("fname", pa.string()), ("fold", pa.int32())]
-)
+FOLDS_SCHEMA = pa.schema([("subset", pa.string()), ("fname", pa.string()), ("fold", pa.int32())])
 
 
 def assign_folds(labels: list[list[str]], settings: FoldSettings) -> np.ndarray:
@@ -36,8 +34,9 @@ def assign_folds(labels: list[list[str]], settings: FoldSettings) -> np.ndarray:
 
         vocab = sorted({label for row in labels for label in row})
         y = np.array([[label in row for label in vocab] for row in labels], dtype=np.int8)
-        splitter = MultilabelStratifiedKFold(settings.n_folds, shuffle=True,
-                                             random_state=settings.seed)
+        splitter = MultilabelStratifiedKFold(
+            settings.n_folds, shuffle=True, random_state=settings.seed
+        )
         splits = splitter.split(np.zeros(n), y)
     for k, (_, valid_idx) in enumerate(splits):
         fold[valid_idx] = k
@@ -53,6 +52,8 @@ def make_folds(kept_path: Path, folds_path: Path, settings: FoldSettings) -> Pat
         if not items:
             continue
         folds = assign_folds([r["labels"] for r in items], settings)
-        rows += [{"subset": subset, "fname": r["fname"], "fold": int(k)}
-                 for r, k in zip(items, folds, strict=True)]
+        rows += [
+            {"subset": subset, "fname": r["fname"], "fold": int(k)}
+            for r, k in zip(items, folds, strict=True)
+        ]
     return write_parquet_atomic(pa.Table.from_pylist(rows, schema=FOLDS_SCHEMA), folds_path)

@@ -73,7 +73,8 @@ def read_subset(data_dir: Path, subset: str) -> list[LabelledFile]:
     if not path.exists():
         return []
     return [
-        LabelledFile(r["fname"], subset, split_labels(r.get("labels"))) for r in _read_csv_rows(path)
+        LabelledFile(r["fname"], subset, split_labels(r.get("labels")))
+        for r in _read_csv_rows(path)
     ]
 
 

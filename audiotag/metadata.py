@@ -65,8 +65,9 @@ def _db(x: float) -> float:
     return float(20.0 * np.log10(max(x, 1e-10)))
 
 
-def describe_file(data_dir: Path, fname: str, subset: str, labels: Iterable[str],
-                  silence_top_db: float = 20.0) -> dict:
+def describe_file(
+    data_dir: Path, fname: str, subset: str, labels: Iterable[str], silence_top_db: float = 20.0
+) -> dict:
     """One metadata row; read errors are recorded in ``error``, never raised."""
     rel = f"{AUDIO_DIRS[subset]}/{fname}"
     path = data_dir / rel
@@ -82,8 +83,11 @@ def describe_file(data_dir: Path, fname: str, subset: str, labels: Iterable[str]
         raw = path.read_bytes()
         row["sha1"] = hashlib.sha1(raw).hexdigest()
         info = sf.info(str(path))
-        row.update(sample_rate=int(info.samplerate), channels=int(info.channels),
-                   sample_format=str(info.subtype))
+        row.update(
+            sample_rate=int(info.samplerate),
+            channels=int(info.channels),
+            sample_format=str(info.subtype),
+        )
         samples, sr = read_audio(path)
     except AudioReadError as err:
         row["error"] = err.problem
@@ -103,8 +107,9 @@ def describe_file(data_dir: Path, fname: str, subset: str, labels: Iterable[str]
     return row
 
 
-def extract_metadata(data_dir: Path, out_path: Path, silence_top_db: float = 20.0,
-                     workers: int = 2) -> Path:
+def extract_metadata(
+    data_dir: Path, out_path: Path, silence_top_db: float = 20.0, workers: int = 2
+) -> Path:
     """Writes ``metadata.parquet``: one row per file the CSVs name, in CSV order.
 
     Incremental: a file whose size and mtime match the previous ``out_path``
@@ -123,9 +128,12 @@ def extract_metadata(data_dir: Path, out_path: Path, silence_top_db: float = 20.
             path = data_dir / AUDIO_DIRS[subset] / item.fname
             try:
                 st = path.stat()
-                unchanged = (prev is not None and prev["error"] is None
-                             and prev["file_size"] == st.st_size
-                             and prev["mtime_ns"] == st.st_mtime_ns)
+                unchanged = (
+                    prev is not None
+                    and prev["error"] is None
+                    and prev["file_size"] == st.st_size
+                    and prev["mtime_ns"] == st.st_mtime_ns
+                )
             except OSError:
                 unchanged = False
             if unchanged:
@@ -174,8 +182,15 @@ def filter_corrupt(metadata_path: Path, kept_path: Path, rejected_path: Path) ->
         if reason is None:
             kept.append(row)
         else:
-            rejected.append({"fname": row["fname"], "subset": row["subset"],
-                             "path": row["path"], "reason": reason, "detail": detail})
+            rejected.append(
+                {
+                    "fname": row["fname"],
+                    "subset": row["subset"],
+                    "path": row["path"],
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
     write_parquet_atomic(pa.Table.from_pylist(kept, schema=METADATA_SCHEMA), kept_path)
     write_parquet_atomic(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), rejected_path)
     return len(kept), len(rejected)
@@ -186,7 +201,7 @@ def dataset_fingerprint(metadata_path: Path) -> str:
     table = pq.read_table(metadata_path, columns=["subset", "fname", "sha1", "labels"])
     h = hashlib.sha256()
     for row in table.to_pylist():
-        h.update(f"{row['subset']}/{row['fname']}:{row['sha1']}:{','.join(row['labels'])}\n"
-                 .encode())
+        h.update(
+            f"{row['subset']}/{row['fname']}:{row['sha1']}:{','.join(row['labels'])}\n".encode()
+        )
     return h.hexdigest()[:16]
-

@@ -13,12 +13,12 @@ def _precisions(truth: np.ndarray, scores: np.ndarray, chunk: int = 512) -> np.n
     """
     out = np.zeros(truth.shape, dtype=np.float64)
     for lo in range(0, len(truth), chunk):
-        s = scores[lo:lo + chunk].astype(np.float64)
-        t = truth[lo:lo + chunk]
+        s = scores[lo : lo + chunk].astype(np.float64)
+        t = truth[lo : lo + chunk]
         ge = s[:, None, :] >= s[:, :, None]  # ge[n, c, j]: label j scored >= label c
         rank = ge.sum(axis=2)
         hits = (ge & t[:, None, :]).sum(axis=2)
-        out[lo:lo + chunk] = np.where(t, hits / np.maximum(rank, 1), 0.0)
+        out[lo : lo + chunk] = np.where(t, hits / np.maximum(rank, 1), 0.0)
     return out
 
 
@@ -50,7 +50,10 @@ def lwlrap(truth: np.ndarray, scores: np.ndarray) -> float:
 
 
 def lwlrap_per_class(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label lwlrap and weights (share of true labels); ``(scores * weights).sum()`` is lwlrap."""
+    """Per-label lwlrap and weights (share of true labels).
+
+    ``(per_class * weights).sum()`` is the lwlrap.
+    """
     truth, scores = _check(truth, scores)
     prec = _precisions(truth, scores)
     counts = truth.sum(axis=0)

@@ -9,8 +9,11 @@ from torch import nn
 
 from audiotag.config import ModelSettings
 
-_ARCHS = {"xresnet18": xresnet.xresnet18, "xresnet34": xresnet.xresnet34,
-          "xresnet50": xresnet.xresnet50}
+_ARCHS = {
+    "xresnet18": xresnet.xresnet18,
+    "xresnet34": xresnet.xresnet34,
+    "xresnet50": xresnet.xresnet50,
+}
 
 
 class MaxBlurPool(nn.Module):
@@ -64,10 +67,19 @@ def _channels_before(parent: nn.Module, name: str) -> int:
 
 
 def build_model(settings: ModelSettings, n_classes: int) -> nn.Module:
-    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes, widen=settings.widen)``."""
+    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes)``.
+
+    With the settings' depth, width multiplier, activation and pooling.
+    """
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     act = nn.Mish if settings.act == "mish" else nn.ReLU
-    model = _ARCHS[settings.arch](pretrained=False, act_cls=act, sa=settings.self_attention,
-                                  c_in=1, n_out=n_classes, widen=settings.widen)
+    model = _ARCHS[settings.arch](
+        pretrained=False,
+        act_cls=act,
+        sa=settings.self_attention,
+        c_in=1,
+        n_out=n_classes,
+        widen=settings.widen,
+    )
     return replace_maxpool(model) if settings.blur_pool else model

@@ -15,10 +15,10 @@ import torch
 from audiotag.batches import Clips
 from audiotag.config import Stage, TrainConfig, settings_hash
 from audiotag.features import FeatureStore, build_feature_store
-from audiotag.layout import SAMPLE_SUBMISSION, read_vocabulary
+from audiotag.layout import SAMPLE_SUBMISSION
 from audiotag.metrics import lwlrap, lwlrap_per_class
 from audiotag.predict import LoadedModel, ensemble
-from audiotag.storage import write_atomic, write_json_atomic, write_parquet_atomic
+from audiotag.storage import write_atomic, write_json_atomic
 from audiotag.train import EpochRecord, StageResult, train_stage
 
 
@@ -106,8 +106,9 @@ def kept_rows(ws: Workspace, subset: str | None = None) -> list[dict]:
 
 def build_features(ws: Workspace, data_dir: Path, config: TrainConfig, fingerprint: str) -> Path:
     """The feature store of every kept file, cached by fingerprint and mel settings."""
-    return build_feature_store(kept_rows(ws), data_dir, config.mel,
-                               ws.features(feature_key(config, fingerprint)))
+    return build_feature_store(
+        kept_rows(ws), data_dir, config.mel, ws.features(feature_key(config, fingerprint))
+    )
 
 
 def to_clips(store: FeatureStore, rows: list[dict], vocab: tuple[str, ...]) -> Clips:
@@ -129,22 +130,40 @@ def split_fold(ws: Workspace, subset: str, fold: int) -> tuple[list[dict], list[
     held_names = set(held.fname)
     in_folds = set(folds[folds.subset == subset].fname)
     rows = [r for r in kept_rows(ws, subset) if r["fname"] in in_folds]
-    return ([r for r in rows if r["fname"] not in held_names],
-            [r for r in rows if r["fname"] in held_names])
+    return (
+        [r for r in rows if r["fname"] not in held_names],
+        [r for r in rows if r["fname"] in held_names],
+    )
 
 
-def train_fold(ws: Workspace, info: DatasetInfo, store_dir: Path, config: TrainConfig,
-               stage: Stage, fold: int, init_weights: Path | None = None,
-               device: str = "cpu",
-               on_epoch: Callable[[EpochRecord], None] | None = None) -> StageResult:
+def train_fold(
+    ws: Workspace,
+    info: DatasetInfo,
+    store_dir: Path,
+    config: TrainConfig,
+    stage: Stage,
+    fold: int,
+    init_weights: Path | None = None,
+    device: str = "cpu",
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> StageResult:
     """Trains ``stage`` on fold ``fold`` of its subset; resumes from checkpoints."""
     store = FeatureStore.open(store_dir)
     train_rows, valid_rows = split_fold(ws, stage, fold)
     out_dir = ws.stage_dir(stage_key(config, stage, info.fingerprint), stage, fold)
-    result = train_stage(data=store.data, train=to_clips(store, train_rows, info.vocab),
-                         valid=to_clips(store, valid_rows, info.vocab), vocab=info.vocab,
-                         config=config, stage=stage, fold=fold, out_dir=out_dir,
-                         init_weights=init_weights, device=device, on_epoch=on_epoch)
+    result = train_stage(
+        data=store.data,
+        train=to_clips(store, train_rows, info.vocab),
+        valid=to_clips(store, valid_rows, info.vocab),
+        vocab=info.vocab,
+        config=config,
+        stage=stage,
+        fold=fold,
+        out_dir=out_dir,
+        init_weights=init_weights,
+        device=device,
+        on_epoch=on_epoch,
+    )
     probs = np.load(out_dir / "valid_probs.npy")
     frame = pd.DataFrame(probs, columns=list(info.vocab))
     frame.insert(0, "fold", fold)
@@ -174,8 +193,15 @@ def _targets(rows: list[dict], vocab: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: TrainConfig,
-                 curated: list[StageResult], run_dir: Path, device: str = "cpu") -> EnsembleResult:
+def predict_test(
+    ws: Workspace,
+    info: DatasetInfo,
+    store_dir: Path,
+    config: TrainConfig,
+    curated: list[StageResult],
+    run_dir: Path,
+    device: str = "cpu",
+) -> EnsembleResult:
     """TTA predictions of every curated model on the test set, averaged into the submission.
 
     Also gathers the out-of-fold predictions and writes ``scores.json``.
@@ -196,13 +222,17 @@ def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: Trai
     # get the curated label frequencies, so the file stays complete.
     test_rows = kept_rows(ws, "test")
     sub_path = data_dir / SAMPLE_SUBMISSION
-    names = (pd.read_csv(sub_path, encoding="utf-8-sig").fname.tolist() if sub_path.exists()
-             else [r["fname"] for r in test_rows])
+    names = (
+        pd.read_csv(sub_path, encoding="utf-8-sig").fname.tolist()
+        if sub_path.exists()
+        else [r["fname"] for r in test_rows]
+    )
     submission, test_score, by_name = None, None, {}
     if names:
         clips = to_clips(store, test_rows, info.vocab)
-        probs = [LoadedModel(Path(r.model_path), device).predict(store.data, clips)
-                 for r in curated]
+        probs = [
+            LoadedModel(Path(r.model_path), device).predict(store.data, clips) for r in curated
+        ]
         test_probs = ensemble(probs, config.eval.ensemble)
         prior = truth.mean(axis=0)
         by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
@@ -224,10 +254,15 @@ def predict_test(ws: Workspace, info: DatasetInfo, store_dir: Path, config: Trai
         "test_missing": [n for n in names if n not in by_name],
     }
     write_json_atomic(scores, run_dir / "scores.json")
-    return EnsembleResult(str(run_dir), None if submission is None else str(submission),
-                          str(run_dir / "oof.parquet"),
-                          str(run_dir / "scores.json"), oof_score, test_score,
-                          tuple(r.valid_lwlrap for r in curated))
+    return EnsembleResult(
+        str(run_dir),
+        None if submission is None else str(submission),
+        str(run_dir / "oof.parquet"),
+        str(run_dir / "scores.json"),
+        oof_score,
+        test_score,
+        tuple(r.valid_lwlrap for r in curated),
+    )
 
 
 def pick_device(slot: int) -> str:

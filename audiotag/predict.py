@@ -36,11 +36,20 @@ def pool_windows(probs: np.ndarray, owner: np.ndarray, n_clips: int, how: str) -
 
 
 @torch.no_grad()
-def predict_clips(model: nn.Module, data: np.ndarray, clips: Clips, width: int,
-                  norm: Normalizer, size: int | None, ev: EvalSettings,
-                  aug: AugmentSettings | None = None, tta: int = 0,
-                  device: torch.device | str = "cpu", batch_size: int = 64,
-                  seed: int = 0) -> np.ndarray:
+def predict_clips(
+    model: nn.Module,
+    data: np.ndarray,
+    clips: Clips,
+    width: int,
+    norm: Normalizer,
+    size: int | None,
+    ev: EvalSettings,
+    aug: AugmentSettings | None = None,
+    tta: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
     """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
 
     Deterministic: no random crop or mask in the clean pass; the ``tta``
@@ -82,8 +91,16 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
-def save_model(path: Path, model: nn.Module, vocab: tuple[str, ...], config: TrainConfig,
-               norm: Normalizer, size: int | None, stage: str, fold: int) -> None:
+def save_model(
+    path: Path,
+    model: nn.Module,
+    vocab: tuple[str, ...],
+    config: TrainConfig,
+    norm: Normalizer,
+    size: int | None,
+    stage: str,
+    fold: int,
+) -> None:
     """A model file that alone is enough to predict (loads with ``weights_only=True``)."""
     from audiotag.storage import write_atomic
 
@@ -118,12 +135,23 @@ class LoadedModel:
         self.model.load_state_dict(payload["state_dict"])
         self.model.to(self.device).eval()
 
-    def predict(self, data: np.ndarray, clips: Clips, tta: int | None = None,
-                seed: int = 0) -> np.ndarray:
+    def predict(
+        self, data: np.ndarray, clips: Clips, tta: int | None = None, seed: int = 0
+    ) -> np.ndarray:
         cfg = self.config
-        return predict_clips(self.model, data, clips, cfg.crop_frames, self.norm, self.size,
-                             cfg.eval, cfg.augment, cfg.eval.tta if tta is None else tta,
-                             self.device, seed=seed)
+        return predict_clips(
+            self.model,
+            data,
+            clips,
+            cfg.crop_frames,
+            self.norm,
+            self.size,
+            cfg.eval,
+            cfg.augment,
+            cfg.eval.tta if tta is None else tta,
+            self.device,
+            seed=seed,
+        )
 
 
 def ensemble(probs: list[np.ndarray], how: str = "mean") -> np.ndarray:

@@ -36,8 +36,19 @@ DPI = 100
 LEVEL_FLOOR_DB = -100.0
 _MAX_DETAIL_CHARS = 200
 
-_METADATA_COLUMNS = ["fname", "subset", "labels", "sample_rate", "channels", "sample_format",
-                     "duration", "peak_db", "rms_db", "nonsilent_duration", "error"]
+_METADATA_COLUMNS = [
+    "fname",
+    "subset",
+    "labels",
+    "sample_rate",
+    "channels",
+    "sample_format",
+    "duration",
+    "peak_db",
+    "rms_db",
+    "nonsilent_duration",
+    "error",
+]
 _REJECTED_COLUMNS = ["fname", "subset", "reason", "detail"]
 assert set(_METADATA_COLUMNS) <= set(METADATA_SCHEMA.names)
 assert set(_REJECTED_COLUMNS) <= set(REJECTED_SCHEMA.names)
@@ -126,26 +137,29 @@ def _load_metadata(path: Path) -> list[_Subset]:
         ok = [i for i in rows if cols["error"][i] is None]
 
         def floats(col: str, ok: list[int] = ok) -> np.ndarray:
-            return np.array([np.nan if cols[col][i] is None else cols[col][i] for i in ok],
-                            dtype=np.float64)
+            return np.array(
+                [np.nan if cols[col][i] is None else cols[col][i] for i in ok], dtype=np.float64
+            )
 
         duration, nonsilent = floats("duration"), floats("nonsilent_duration")
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(duration > 0, nonsilent / duration, np.nan)
-        out.append(_Subset(
-            name=str(name),
-            files=len(rows),
-            readable=len(ok),
-            labels=[list(cols["labels"][i] or []) for i in rows],
-            duration=_finite(duration),
-            peak_db=_finite(floats("peak_db")),
-            rms_db=_finite(floats("rms_db")),
-            nonsilent_share=np.clip(_finite(share), 0.0, 1.0),
-            # A file that failed after its header was read still tells its format.
-            sample_rates=_distinct(cols["sample_rate"][i] for i in rows),
-            channels=_distinct(cols["channels"][i] for i in rows),
-            sample_formats=_distinct(cols["sample_format"][i] for i in rows),
-        ))
+        out.append(
+            _Subset(
+                name=str(name),
+                files=len(rows),
+                readable=len(ok),
+                labels=[list(cols["labels"][i] or []) for i in rows],
+                duration=_finite(duration),
+                peak_db=_finite(floats("peak_db")),
+                rms_db=_finite(floats("rms_db")),
+                nonsilent_share=np.clip(_finite(share), 0.0, 1.0),
+                # A file that failed after its header was read still tells its format.
+                sample_rates=_distinct(cols["sample_rate"][i] for i in rows),
+                channels=_distinct(cols["channels"][i] for i in rows),
+                sample_formats=_distinct(cols["sample_format"][i] for i in rows),
+            )
+        )
     return out
 
 
@@ -186,8 +200,9 @@ def _empty(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _range(arrays: Iterable[np.ndarray], low: float | None = None,
-           high: float | None = None) -> tuple[float, float]:
+def _range(
+    arrays: Iterable[np.ndarray], low: float | None = None, high: float | None = None
+) -> tuple[float, float]:
     """A histogram range covering all arrays, widened where it would be empty."""
     values = [a for a in arrays if a.size]
     lo = min(float(a.min()) for a in values) if low is None else low
@@ -219,8 +234,7 @@ def _plot_durations(subsets: list[_Subset]) -> Figure:
 def _plot_label_frequency(subsets: list[_Subset]) -> Figure:
     """Clips per label and labelled subset, labels sorted by their curated count."""
     labelled = [s for s in subsets if s.has_labels]
-    counts = {s.name: Counter(label for labels in s.labels for label in labels)
-              for s in labelled}
+    counts = {s.name: Counter(label for labels in s.labels for label in labels) for s in labelled}
     total = sum(counts.values(), Counter())
     curated = counts.get("curated", Counter())
     order = sorted(total, key=lambda label: (-curated[label], -total[label], label))
@@ -234,13 +248,23 @@ def _plot_label_frequency(subsets: list[_Subset]) -> Figure:
     colors = _colors(subsets)
     for k, s in enumerate(labelled):
         values = [counts[s.name][label] for label in order]
-        ax.barh(y - 0.4 + height * (k + 0.5), values, height=height, color=colors[s.name],
-                label=f"{s.name} ({len(s.labels)} clips)")
+        ax.barh(
+            y - 0.4 + height * (k + 0.5),
+            values,
+            height=height,
+            color=colors[s.name],
+            label=f"{s.name} ({len(s.labels)} clips)",
+        )
     ax.set_yticks(y, order, fontsize=6)
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.set_xlabel("clips")
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(labelled),
-              frameon=False)
+    ax.legend(
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncols=len(labelled),
+        frameon=False,
+    )
     fig.suptitle("Clips per label (sorted by the curated count)", fontsize=10)
     return fig
 
@@ -261,8 +285,13 @@ def _plot_labels_per_clip(subsets: list[_Subset]) -> Figure:
     colors = _colors(subsets)
     for k, s in enumerate(labelled):
         share = 100.0 * np.bincount(n_labels[s.name], minlength=last + 1)[first:] / len(s.labels)
-        ax.bar(xs - 0.4 + width * (k + 0.5), share, width=width, color=colors[s.name],
-               label=f"{s.name} ({len(s.labels)} clips)")
+        ax.bar(
+            xs - 0.4 + width * (k + 0.5),
+            share,
+            width=width,
+            color=colors[s.name],
+            label=f"{s.name} ({len(s.labels)} clips)",
+        )
     ax.set_xticks(xs)
     ax.set_xlabel("labels per clip")
     ax.set_ylabel("% of the subset's clips")
@@ -295,8 +324,15 @@ def _plot_levels(subsets: list[_Subset]) -> Figure:
             lo, hi = 0.0, 1.0
         bins = np.linspace(lo, hi, 31)
         for s, values in data:
-            ax.hist(values, bins=bins, weights=np.full(values.size, 100.0 / values.size),
-                    histtype="step", linewidth=1.5, color=colors[s.name], label=s.name)
+            ax.hist(
+                values,
+                bins=bins,
+                weights=np.full(values.size, 100.0 / values.size),
+                histtype="step",
+                linewidth=1.5,
+                color=colors[s.name],
+                label=s.name,
+            )
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("% of readable files", fontsize=8)
         ax.legend(fontsize=7)
@@ -311,7 +347,7 @@ def _cell(value: Any) -> str:
     """One markdown table cell: pipes escaped, on one line, not too long."""
     text = "" if value is None else " ".join(str(value).split())
     if len(text) > _MAX_DETAIL_CHARS:
-        text = text[:_MAX_DETAIL_CHARS - 1] + "…"
+        text = text[: _MAX_DETAIL_CHARS - 1] + "…"
     return text.replace("|", "\\|")
 
 
@@ -333,13 +369,20 @@ def _subset_row(s: _Subset, rejected: int) -> list[Any]:
     combos = {tuple(sorted(labels)) for labels in s.labels if labels}
     has_durations = s.duration.size > 0
     return [
-        s.name, s.files, s.readable, s.files - s.readable, rejected,
+        s.name,
+        s.files,
+        s.readable,
+        s.files - s.readable,
+        rejected,
         f"{seconds / 3600:.2f} h ({seconds / 60:.1f} min)",
         f"{s.duration.mean():.2f}" if has_durations else "–",
         f"{s.duration.min():.2f}" if has_durations else "–",
         f"{s.duration.max():.2f}" if has_durations else "–",
-        _seen(s.sample_rates), _seen(s.channels), _seen(s.sample_formats),
-        len(distinct), len(combos),
+        _seen(s.sample_rates),
+        _seen(s.channels),
+        _seen(s.sample_formats),
+        len(distinct),
+        len(combos),
         f"{np.mean([len(labels) for labels in s.labels]):.2f}" if s.has_labels else "–",
     ]
 
@@ -358,10 +401,23 @@ def _markdown(subsets: list[_Subset], rejected: list[dict], pngs: list[Path]) ->
         "## Subsets",
         "",
         *_table(
-            ["subset", "files", "readable", "read errors", "rejected", "total duration",
-             "mean duration (s)", "min duration (s)", "max duration (s)", "sample rates (Hz)",
-             "channels", "sample formats", "distinct labels", "label combinations",
-             "mean labels per clip"],
+            [
+                "subset",
+                "files",
+                "readable",
+                "read errors",
+                "rejected",
+                "total duration",
+                "mean duration (s)",
+                "min duration (s)",
+                "max duration (s)",
+                "sample rates (Hz)",
+                "channels",
+                "sample formats",
+                "distinct labels",
+                "label combinations",
+                "mean labels per clip",
+            ],
             (_subset_row(s, rejected_per_subset[s.name]) for s in subsets),
         ),
         "",
@@ -374,15 +430,23 @@ def _markdown(subsets: list[_Subset], rejected: list[dict], pngs: list[Path]) ->
         reasons = Counter(r["reason"] for r in rejected)
         lines += [
             f"{len(rejected)} files rejected: "
-            + ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) + ".",
+            + ", ".join(f"{reason} {n}" for reason, n in reasons.most_common())
+            + ".",
             "",
-            *_table(["fname", "subset", "reason", "detail"],
-                    ((r["fname"], r["subset"], r["reason"], r["detail"])
-                     for r in rejected[:MAX_REJECTED_ROWS])),
+            *_table(
+                ["fname", "subset", "reason", "detail"],
+                (
+                    (r["fname"], r["subset"], r["reason"], r["detail"])
+                    for r in rejected[:MAX_REJECTED_ROWS]
+                ),
+            ),
         ]
         if len(rejected) > MAX_REJECTED_ROWS:
-            lines += ["", f"... and {len(rejected) - MAX_REJECTED_ROWS} more "
-                          "(all of them are in `rejected.parquet`)."]
+            lines += [
+                "",
+                f"... and {len(rejected) - MAX_REJECTED_ROWS} more "
+                "(all of them are in `rejected.parquet`).",
+            ]
     lines += ["", "## Plots", ""]
     for png in pngs:
         lines += [f"![{png.stem}]({png.name})", ""]

@@ -104,7 +104,8 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
     if path.is_file() and zipfile.is_zipfile(path):
         return unpack_competition(path, data_dir)
     if not path.exists():
-        raise LayoutError(f"{source}: no such file or directory (expected 'demo', a dataset "
-                          "directory or the competition zip)")
+        raise LayoutError(
+            f"{source}: no such file or directory (expected 'demo', a dataset "
+            "directory or the competition zip)"
+        )
     raise LayoutError(f"{source}: neither a directory nor a zip archive")
-

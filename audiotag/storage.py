@@ -46,7 +46,9 @@ def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
 
 
 def write_json_atomic(obj: Any, target: Path) -> Path:
-    return write_atomic(target, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+    return write_atomic(
+        target, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    )
 
 
 def write_text_atomic(text: str, target: Path) -> Path:

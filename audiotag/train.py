@@ -28,7 +28,7 @@ from fastai.optimizer import ranger
 from fastcore.foundation import L
 from torch import nn
 
-from audiotag.batches import Clips, Normalizer, TrainBatches, measure_normalizer
+from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import Stage, TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.models import build_model
@@ -90,17 +90,30 @@ def _bce(targets: np.ndarray, probs: np.ndarray) -> float:
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
-    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("epoch-*.pt")
-             if (m := CHECKPOINT_RE.search(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in ckpt_dir.glob("epoch-*.pt")
+        if (m := CHECKPOINT_RE.search(p.name))
+    ]
     return max(found) if found else None
 
 
-def build_learner(model: nn.Module, batches: TrainBatches, cbs: Sequence[Callback],
-                  mixup_alpha: float | None, device: torch.device) -> Learner:
+def build_learner(
+    model: nn.Module,
+    batches: TrainBatches,
+    cbs: Sequence[Callback],
+    mixup_alpha: float | None,
+    device: torch.device,
+) -> Learner:
     """The one place a fastai Learner is made: BCE with logits, Ranger, optional Mixup."""
     all_cbs = list(cbs) + ([MixUp(mixup_alpha)] if mixup_alpha else [])
-    learn = Learner(DataLoaders(batches, []), model, loss_func=BCEWithLogitsLossFlat(),
-                    opt_func=ranger, cbs=all_cbs)
+    learn = Learner(
+        DataLoaders(batches, []),
+        model,
+        loss_func=BCEWithLogitsLossFlat(),
+        opt_func=ranger,
+        cbs=all_cbs,
+    )
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda *_: None
     if device.type == "cuda":
@@ -141,16 +154,30 @@ class _EpochLoop(Callback):
         if not self.active:
             return
         self.active = False
-        self.run.finish_epoch(self.first_epoch + self.epoch + 1, self.cycle,
-                              float(np.mean(self.losses)) if self.losses else math.nan,
-                              time.perf_counter() - self.t0)
+        self.run.finish_epoch(
+            self.first_epoch + self.epoch + 1,
+            self.cycle,
+            float(np.mean(self.losses)) if self.losses else math.nan,
+            time.perf_counter() - self.t0,
+        )
 
 
 class _StageRun:
-    def __init__(self, *, data: np.ndarray, train: Clips, valid: Clips, vocab: tuple[str, ...],
-                 config: TrainConfig, stage: Stage, fold: int, out_dir: Path,
-                 init_weights: Path | None, device: torch.device,
-                 on_epoch: Callable[[EpochRecord], None] | None) -> None:
+    def __init__(
+        self,
+        *,
+        data: np.ndarray,
+        train: Clips,
+        valid: Clips,
+        vocab: tuple[str, ...],
+        config: TrainConfig,
+        stage: Stage,
+        fold: int,
+        out_dir: Path,
+        init_weights: Path | None,
+        device: torch.device,
+        on_epoch: Callable[[EpochRecord], None] | None,
+    ) -> None:
         self.data, self.train, self.valid, self.vocab = data, train, valid, vocab
         self.config, self.stage, self.fold, self.out_dir = config, stage, fold, out_dir
         self.settings = config.stage(stage)
@@ -165,25 +192,51 @@ class _StageRun:
             payload = torch.load(init_weights, map_location="cpu", weights_only=True)
             self.model.load_state_dict(payload["state_dict"])
         self.model.to(device)
-        self.norm = measure_normalizer(data, train, config.crop_frames, config.mel.top_db,
-                                       self.seed)
-        self.batches = TrainBatches(data, train, self.settings.batch_size, config.crop_frames,
-                                    self.norm, config.augment, None, device)
+        self.norm = measure_normalizer(
+            data, train, config.crop_frames, config.mel.top_db, self.seed
+        )
+        self.batches = TrainBatches(
+            data,
+            train,
+            self.settings.batch_size,
+            config.crop_frames,
+            self.norm,
+            config.augment,
+            None,
+            device,
+        )
         self.settings = self.settings.for_data(len(self.batches))
         self.learn: Learner | None = None
         self.size: int | None = None
 
     def evaluate(self) -> tuple[float, float, np.ndarray]:
-        probs = predict_clips(self.model, self.data, self.valid, self.config.crop_frames,
-                              self.norm, self.size, self.config.eval, device=self.device)
+        probs = predict_clips(
+            self.model,
+            self.data,
+            self.valid,
+            self.config.crop_frames,
+            self.norm,
+            self.size,
+            self.config.eval,
+            device=self.device,
+        )
         score = lwlrap(self.valid.targets, probs) if self.valid.targets.any() else math.nan
         return score, _bce(self.valid.targets, probs), probs
 
     def finish_epoch(self, epoch: int, cycle: int, train_loss: float, seconds: float) -> None:
         score, vloss, _ = self.evaluate()
-        rec = EpochRecord(self.stage, self.fold, epoch, self.settings.epochs, cycle,
-                          self.lrs[-1] if self.lrs else math.nan, train_loss, vloss, score,
-                          seconds)
+        rec = EpochRecord(
+            self.stage,
+            self.fold,
+            epoch,
+            self.settings.epochs,
+            cycle,
+            self.lrs[-1] if self.lrs else math.nan,
+            train_loss,
+            vloss,
+            score,
+            seconds,
+        )
         self.history.append(asdict(rec))
         self.save_checkpoint(epoch)
         if self.on_epoch is not None:
@@ -223,9 +276,13 @@ class _StageRun:
             self.batches.size = cycle.size
             loop = _EpochLoop(self, c, first)
             if self.learn is None:
-                self.learn = build_learner(self.model, self.batches, [loop],
-                                           self.config.augment.mixup_alpha
-                                           if self.settings.mixup else None, self.device)
+                self.learn = build_learner(
+                    self.model,
+                    self.batches,
+                    [loop],
+                    self.config.augment.mixup_alpha if self.settings.mixup else None,
+                    self.device,
+                )
                 self.learn.create_opt()
                 if state is not None:
                     self.learn.opt.load_state_dict(state["opt"])
@@ -236,24 +293,51 @@ class _StageRun:
             # fit_flat_cos ignores start_epoch (fastai 2.8.12); fit honours it and the
             # scheduler reads the position from the epoch, so the lr curve matches.
             sched = {"lr": combined_cos(self.settings.pct_start, lr, lr, lr / 1e5)}
-            self.learn.fit(cycle.epochs, cbs=[ParamScheduler(sched)],
-                           start_epoch=max(0, done - first))
+            self.learn.fit(
+                cycle.epochs, cbs=[ParamScheduler(sched)], start_epoch=max(0, done - first)
+            )
             first = last
         score, vloss, probs = self.evaluate()
         model_path = self.out_dir / "model.pt"
-        save_model(model_path, self.model, self.vocab, self.config, self.norm, self.size,
-                   self.stage, self.fold)
+        save_model(
+            model_path,
+            self.model,
+            self.vocab,
+            self.config,
+            self.norm,
+            self.size,
+            self.stage,
+            self.fold,
+        )
         np.save(self.out_dir / "valid_probs.npy", probs)
         # The model file is the stage's result; its checkpoints only served resuming.
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
-        return StageResult(self.stage, self.fold, str(model_path), score, vloss,
-                           tuple(self.history), resumed_from_epoch=done, lrs=tuple(self.lrs))
+        return StageResult(
+            self.stage,
+            self.fold,
+            str(model_path),
+            score,
+            vloss,
+            tuple(self.history),
+            resumed_from_epoch=done,
+            lrs=tuple(self.lrs),
+        )
 
 
-def train_stage(*, data: np.ndarray, train: Clips, valid: Clips, vocab: tuple[str, ...],
-                config: TrainConfig, stage: Stage, fold: int, out_dir: Path,
-                init_weights: Path | None = None, device: torch.device | str = "cpu",
-                on_epoch: Callable[[EpochRecord], None] | None = None) -> StageResult:
+def train_stage(
+    *,
+    data: np.ndarray,
+    train: Clips,
+    valid: Clips,
+    vocab: tuple[str, ...],
+    config: TrainConfig,
+    stage: Stage,
+    fold: int,
+    out_dir: Path,
+    init_weights: Path | None = None,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> StageResult:
     """Trains one stage of one fold; continues from its last finished epoch if any.
 
     Args:
@@ -269,7 +353,17 @@ def train_stage(*, data: np.ndarray, train: Clips, valid: Clips, vocab: tuple[st
         on_epoch: called after each finished epoch.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _StageRun(data=data, train=train, valid=valid, vocab=vocab, config=config,
-                    stage=stage, fold=fold, out_dir=out_dir, init_weights=init_weights,
-                    device=torch.device(device), on_epoch=on_epoch)
+    run = _StageRun(
+        data=data,
+        train=train,
+        valid=valid,
+        vocab=vocab,
+        config=config,
+        stage=stage,
+        fold=fold,
+        out_dir=out_dir,
+        init_weights=init_weights,
+        device=torch.device(device),
+        on_epoch=on_epoch,
+    )
     return run.run()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -24,8 +24,9 @@ from audiotag.models import build_model
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def measure(settings: ModelSettings, size: int, batch: int, steps: int,
-            device: torch.device) -> float:
+def measure(
+    settings: ModelSettings, size: int, batch: int, steps: int, device: torch.device
+) -> float:
     torch.manual_seed(0)
     model = build_model(settings, 80).to(device)
     cuda = device.type == "cuda"
@@ -68,25 +69,35 @@ def main() -> None:
     if args.tiny:
         rows = [("reference xresnet50", reference, 32, 2, 1)]
     elif device.type == "cuda":
-        rows = [("reference xresnet50", reference, 128, 64, 20),
-                ("reference xresnet50", reference, 256, 64, 10)]
+        rows = [
+            ("reference xresnet50", reference, 128, 64, 20),
+            ("reference xresnet50", reference, 256, 64, 10),
+        ]
     else:
-        rows = [("reference xresnet50", reference, 128, 16, 3),
-                ("reference xresnet50", reference, 256, 8, 2),
-                ("demo xresnet18 x0.5", load_config("demo").model, 64, 32, 5)]
-    name = torch.cuda.get_device_name() if device.type == "cuda" else (
-        f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+        rows = [
+            ("reference xresnet50", reference, 128, 16, 3),
+            ("reference xresnet50", reference, 256, 8, 2),
+            ("demo xresnet18 x0.5", load_config("demo").model, 64, 32, 5),
+        ]
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else (
+            f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        )
+    )
     lines = []
     for label, settings, size, batch, steps in rows:
         ips = measure(settings, size, batch, steps, device)
         lines.append(f"| {label} | {size} | {batch} | {ips:.1f} |")
         print(lines[-1], flush=True)
     if args.write and not args.tiny:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
         with RESULTS.open("a") as f:
-            f.write(f"\n### train_throughput.py — {name}, {stamp}\n\n"
-                    "| model | px | batch | images/s |\n|---|---|---|---|\n"
-                    + "\n".join(lines) + "\n")
+            f.write(
+                f"\n### train_throughput.py — {name}, {stamp}\n\n"
+                "| model | px | batch | images/s |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+            )
     print(f"device: {name}")
 
 

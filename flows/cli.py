@@ -18,7 +18,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"{row['fold']:>6}  {noisy:>12}  {row['curated']:>14.4f}")
     print(f"\nout-of-fold lwlrap (curated): {summary['oof_lwlrap']:.4f}")
     test = summary["test_lwlrap"]
-    print(f"test lwlrap:                  {'n/a (no test labels)' if test is None else f'{test:.4f}'}")
+    print(
+        f"test lwlrap:                  {'n/a (no test labels)' if test is None else f'{test:.4f}'}"
+    )
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
     print(f"submission:   {summary['submission'] or 'none (no test set)'}")
     print(f"scores:       {summary['scores']}")
@@ -53,8 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     from flows.train import train_flow
 
-    summary = train_flow(source=args.source, workdir=str(workdir), preset=args.preset,
-                         overrides=overrides)
+    summary = train_flow(
+        source=args.source, workdir=str(workdir), preset=args.preset, overrides=overrides
+    )
     _print_summary(summary)
     return 0
 
@@ -70,13 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo_data)
 
     run = sub.add_parser("run", help="train the 5-fold ensemble as a Prefect flow")
-    run.add_argument("--source", default="demo",
-                     help="'demo', a dataset directory, or the competition zip")
+    run.add_argument(
+        "--source", default="demo", help="'demo', a dataset directory, or the competition zip"
+    )
     run.add_argument("--preset", default="demo", choices=["demo", "reference"])
     run.add_argument("--workdir", default="audiotag-work")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a preset field, e.g. --set noisy.batch_size=32 "
-                     "--set curated.cycles.0.epochs=3 (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field, e.g. --set noisy.batch_size=32 "
+        "--set curated.cycles.0.epochs=3 (repeatable)",
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,17 +31,21 @@ class FoldsFailed(RuntimeError):
 
 @flow(name="audiotag-train", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def train_flow(
-    source: Annotated[str, Field(description="'demo', a dataset directory or the competition zip")]
-    = "demo",
-    workdir: Annotated[str, Field(description="Work directory: cache, models, runs")]
-    = "audiotag-work",
+    source: Annotated[
+        str, Field(description="'demo', a dataset directory or the competition zip")
+    ] = "demo",
+    workdir: Annotated[
+        str, Field(description="Work directory: cache, models, runs")
+    ] = "audiotag-work",
     preset: Annotated[Literal["demo", "reference"], Field(description="Recipe preset")] = "demo",
-    overrides: Annotated[dict[str, Any] | None, Field(
-        description="Preset fields to change, e.g. {\"noisy.batch_size\": 32}")] = None,
+    overrides: Annotated[
+        dict[str, Any] | None,
+        Field(description='Preset fields to change, e.g. {"noisy.batch_size": 32}'),
+    ] = None,
 ) -> dict[str, Any]:
     """Trains the two-stage, 5-fold ensemble and writes the submission."""
     config = load_config(preset, overrides)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_name = f"{stamp}-{flow_run.get_name() or 'local'}"
     workdir = str(Path(workdir).resolve())
     tracking = start_tracking(workdir, run_name, config, source)
@@ -57,30 +61,48 @@ def train_flow(
         fold_task = train_stage_fold.with_options(cache_policy=fold_cache_policy(workdir))
         folds = range(config.folds.n_folds)
         # A dataset without a noisy subset trains the curated stage from scratch.
-        noisy = {k: fold_task.with_options(task_run_name=f"noisy-fold-{k + 1}").submit(
-            workdir, info, store, config, "noisy", k, None, tracking)
-            for k in folds if info.count("noisy")}
+        noisy = {
+            k: fold_task.with_options(task_run_name=f"noisy-fold-{k + 1}").submit(
+                workdir, info, store, config, "noisy", k, None, tracking
+            )
+            for k in folds
+            if info.count("noisy")
+        }
         # Each curated fold waits only for its own noisy fold.
-        curated = {k: fold_task.with_options(task_run_name=f"curated-fold-{k + 1}").submit(
-            workdir, info, store, config, "curated", k, noisy.get(k), tracking) for k in folds}
-        futures = {**{f"noisy-fold-{k + 1}": f for k, f in noisy.items()},
-                   **{f"curated-fold-{k + 1}": f for k, f in curated.items()}}
+        curated = {
+            k: fold_task.with_options(task_run_name=f"curated-fold-{k + 1}").submit(
+                workdir, info, store, config, "curated", k, noisy.get(k), tracking
+            )
+            for k in folds
+        }
+        futures = {
+            **{f"noisy-fold-{k + 1}": f for k, f in noisy.items()},
+            **{f"curated-fold-{k + 1}": f for k, f in curated.items()},
+        }
         wait(list(futures.values()))
         names = [n for n, f in futures.items() if not f.state.is_completed()]
         if names:
-            raise FoldsFailed(f"folds did not complete: {', '.join(names)}; re-run the flow "
-                              "to retrain only these (finished folds come from the cache)")
+            raise FoldsFailed(
+                f"folds did not complete: {', '.join(names)}; re-run the flow "
+                "to retrain only these (finished folds come from the cache)"
+            )
         noisy_results = [f.result() for f in noisy.values()]
         curated_results = [f.result() for f in curated.values()]
-        result = tta_ensemble(workdir, info, store, config, noisy_results, curated_results,
-                              run_name, tracking)
+        result = tta_ensemble(
+            workdir, info, store, config, noisy_results, curated_results, run_name, tracking
+        )
         ok = True
         return {
             "run_name": run_name,
             "workdir": workdir,
-            "folds": [{"fold": c.fold + 1, "curated": c.valid_lwlrap,
-                       "noisy": noisy_results[i].valid_lwlrap if noisy_results else None}
-                      for i, c in enumerate(curated_results)],
+            "folds": [
+                {
+                    "fold": c.fold + 1,
+                    "curated": c.valid_lwlrap,
+                    "noisy": noisy_results[i].valid_lwlrap if noisy_results else None,
+                }
+                for i, c in enumerate(curated_results)
+            ],
             "oof_lwlrap": result.oof_lwlrap,
             "test_lwlrap": result.test_lwlrap,
             "submission": result.submission,

@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -37,29 +36,47 @@ def extract_dataset_metadata(data_dir: str, workdir: str, silence_top_db: float)
 
 
 @task
-def filter_corrupt_files(data_dir: str, workdir: str, metadata: str,
-                         tracking: Tracking) -> DatasetInfo:
+def filter_corrupt_files(
+    data_dir: str, workdir: str, metadata: str, tracking: Tracking
+) -> DatasetInfo:
     """Drops known-corrupt, unreadable and silent files, recording each with its reason."""
     ws = Workspace(Path(workdir))
     kept, rejected = filter_corrupt(Path(metadata), ws.kept, ws.rejected)
     counts = Counter(pq.read_table(ws.kept, columns=["subset"]).column("subset").to_pylist())
-    info = DatasetInfo(data_dir, dataset_fingerprint(ws.kept), read_vocabulary(Path(data_dir)),
-                       kept, rejected, tuple(sorted(counts.items())))
+    info = DatasetInfo(
+        data_dir,
+        dataset_fingerprint(ws.kept),
+        read_vocabulary(Path(data_dir)),
+        kept,
+        rejected,
+        tuple(sorted(counts.items())),
+    )
     logger = get_run_logger()
-    logger.info("kept %d files (%s), rejected %d; fingerprint %s; %d labels", kept,
-                ", ".join(f"{n} {s}" for s, n in info.counts), rejected, info.fingerprint,
-                len(info.vocab))
+    logger.info(
+        "kept %d files (%s), rejected %d; fingerprint %s; %d labels",
+        kept,
+        ", ".join(f"{n} {s}" for s, n in info.counts),
+        rejected,
+        info.fingerprint,
+        len(info.vocab),
+    )
     report_dir = ws.root / "report"
     paths = write_data_report(ws.metadata, ws.rejected, report_dir)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
     log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")
-    create_markdown_artifact(paths[0].read_text(), key="data-report",
-                             description="Dataset report: durations, labels, levels, rejects")
+    create_markdown_artifact(
+        paths[0].read_text(),
+        key="data-report",
+        description="Dataset report: durations, labels, levels, rejects",
+    )
     if rejected:
         rows = pq.read_table(ws.rejected).to_pylist()
-        create_table_artifact(rows[:200], key="rejected-files",
-                              description=f"{rejected} rejected files with their reasons")
+        create_table_artifact(
+            rows[:200],
+            key="rejected-files",
+            description=f"{rejected} rejected files with their reasons",
+        )
     return info
 
 
@@ -76,6 +93,7 @@ def build_feature_store(workdir: str, info: DatasetInfo, config: TrainConfig) ->
     ws = Workspace(Path(workdir))
     root = build_features(ws, Path(info.data_dir), config, info.fingerprint)
     store = feats.FeatureStore.open(root)
-    get_run_logger().info("feature store %s: %d files, %d frames", root, len(store.index),
-                          store.data.shape[0])
+    get_run_logger().info(
+        "feature store %s: %d files, %d frames", root, len(store.index), store.data.shape[0]
+    )
     return str(root)

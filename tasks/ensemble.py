@@ -15,16 +15,25 @@ from tasks.tracking import Tracking, log_artifact, log_metrics
 
 
 @task
-def tta_ensemble(workdir: str, info: DatasetInfo, store_dir: str, config: TrainConfig,
-                 noisy: list[StageResult], curated: list[StageResult], run_name: str,
-                 tracking: Tracking) -> EnsembleResult:
+def tta_ensemble(
+    workdir: str,
+    info: DatasetInfo,
+    store_dir: str,
+    config: TrainConfig,
+    noisy: list[StageResult],
+    curated: list[StageResult],
+    run_name: str,
+    tracking: Tracking,
+) -> EnsembleResult:
     """Averages every curated model's TTA test predictions into submission.csv."""
     ws = Workspace(Path(workdir))
     with device_pool().lease() as device:
-        result = predict_test(ws, info, Path(store_dir), config, curated, ws.run_dir(run_name),
-                              device)
-    metrics = {f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap
-               for r in [*noisy, *curated]}
+        result = predict_test(
+            ws, info, Path(store_dir), config, curated, ws.run_dir(run_name), device
+        )
+    metrics = {
+        f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap for r in [*noisy, *curated]
+    }
     metrics["oof/lwlrap"] = result.oof_lwlrap
     if result.test_lwlrap is not None:
         metrics["test/lwlrap"] = result.test_lwlrap
@@ -33,8 +42,14 @@ def tta_ensemble(workdir: str, info: DatasetInfo, store_dir: str, config: TrainC
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)
     noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
-    rows = [{"fold": c.fold + 1, "noisy lwlrap": round(noisy_by_fold.get(c.fold, float("nan")), 4),
-             "curated lwlrap": round(c.valid_lwlrap, 4)} for c in curated]
+    rows = [
+        {
+            "fold": c.fold + 1,
+            "noisy lwlrap": round(noisy_by_fold.get(c.fold, float("nan")), 4),
+            "curated lwlrap": round(c.valid_lwlrap, 4),
+        }
+        for c in curated
+    ]
     create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
     test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
     create_markdown_artifact(
@@ -42,6 +57,8 @@ def tta_ensemble(workdir: str, info: DatasetInfo, store_dir: str, config: TrainC
         f"| out-of-fold (curated) | {result.oof_lwlrap:.4f} |\n| test | {test} |\n\n"
         f"MLflow run `{tracking.parent_run_id}` at `{tracking.uri}`; "
         f"submission `{result.submission}`\n",
-        key="run-summary", description="OOF and test lwlrap")
+        key="run-summary",
+        description="OOF and test lwlrap",
+    )
     get_run_logger().info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
     return result

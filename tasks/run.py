@@ -15,13 +15,17 @@ from tasks.tracking import Tracking, code_version, end_run, flatten, start_paren
 def start_tracking(workdir: str, run_name: str, config: TrainConfig, source: str) -> Tracking:
     """Opens the parent MLflow run, tagged with the flow-run id and code version."""
     ctx = FlowRunContext.get()
-    tags = {"audiotag.code_version": code_version(), "audiotag.preset": config.preset,
-            "audiotag.source": source}
+    tags = {
+        "audiotag.code_version": code_version(),
+        "audiotag.preset": config.preset,
+        "audiotag.source": source,
+    }
     if ctx is not None and ctx.flow_run is not None:
         tags["prefect.flow_run_id"] = str(ctx.flow_run.id)
         tags["prefect.flow_run_name"] = ctx.flow_run.name
-    tracking = start_parent(Path(workdir), run_name, tags,
-                            flatten("", config.model_dump(mode="json")))
+    tracking = start_parent(
+        Path(workdir), run_name, tags, flatten("", config.model_dump(mode="json"))
+    )
     get_run_logger().info("MLflow run %s at %s", tracking.parent_run_id, tracking.uri)
     return tracking
 
@@ -31,8 +35,9 @@ def tag_dataset(tracking: Tracking, fingerprint: str) -> None:
     """Tags the parent run with the dataset fingerprint once it is known."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking.uri).set_tag(tracking.parent_run_id, "audiotag.dataset_fingerprint",
-                                       fingerprint)
+    MlflowClient(tracking.uri).set_tag(
+        tracking.parent_run_id, "audiotag.dataset_fingerprint", fingerprint
+    )
 
 
 @task

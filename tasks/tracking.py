@@ -32,8 +32,13 @@ def tracking_uri(workdir: Path) -> str:
 def code_version() -> str:
     """The git commit of the code when it is a checkout, else the package version."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
         if out.returncode == 0:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -58,13 +63,16 @@ def flatten(prefix: str, obj: Any) -> dict[str, str]:
     return {prefix: json.dumps(obj) if not isinstance(obj, str) else obj}
 
 
-def start_parent(workdir: Path, name: str, tags: dict[str, str],
-                 params: dict[str, str]) -> Tracking:
+def start_parent(
+    workdir: Path, name: str, tags: dict[str, str], params: dict[str, str]
+) -> Tracking:
     uri = tracking_uri(workdir)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        artifacts = (workdir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+        artifacts = (
+            (workdir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+        )
         exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id
@@ -76,13 +84,14 @@ def start_parent(workdir: Path, name: str, tags: dict[str, str],
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     items = [Param(k, v[:6000]) for k, v in params.items()]
     for lo in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[lo:lo + 100])
+        client.log_batch(run_id, params=items[lo : lo + 100])
 
 
 def start_child(tracking: Tracking, name: str, params: dict[str, str]) -> str:
     client = MlflowClient(tracking.uri)
-    run = client.create_run(tracking.experiment_id, run_name=name,
-                            tags={"mlflow.parentRunId": tracking.parent_run_id})
+    run = client.create_run(
+        tracking.experiment_id, run_name=name, tags={"mlflow.parentRunId": tracking.parent_run_id}
+    )
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -92,13 +101,18 @@ def log_metrics(tracking: Tracking, run_id: str, values: dict[str, float], step:
     import time
 
     ts = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), ts, step) for k, v in values.items()
-               if v is not None and not math.isnan(float(v))]
+    metrics = [
+        Metric(k, float(v), ts, step)
+        for k, v in values.items()
+        if v is not None and not math.isnan(float(v))
+    ]
     if metrics:
         MlflowClient(tracking.uri).log_batch(run_id, metrics=metrics)
 
 
-def log_artifact(tracking: Tracking, run_id: str, path: Path | str, folder: str | None = None) -> None:
+def log_artifact(
+    tracking: Tracking, run_id: str, path: Path | str, folder: str | None = None
+) -> None:
     MlflowClient(tracking.uri).log_artifact(run_id, str(path), folder)
 
 
@@ -109,4 +123,3 @@ def end_run(tracking: Tracking, run_id: str, ok: bool) -> None:
 
 def as_dict(tracking: Tracking) -> dict[str, str]:
     return asdict(tracking)
-

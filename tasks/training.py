@@ -29,11 +29,19 @@ def fold_cache_policy(workdir: str):  # noqa: ANN201 - a prefect CachePolicy
 
 
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
-@task(persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"], retries=1,
-      retry_delay_seconds=10)
-def train_stage_fold(workdir: str, info: DatasetInfo, store_dir: str, config: TrainConfig,
-                     stage: Stage, fold: int, init: StageResult | None,
-                     tracking: Tracking) -> StageResult:
+@task(
+    persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"], retries=1, retry_delay_seconds=10
+)
+def train_stage_fold(
+    workdir: str,
+    info: DatasetInfo,
+    store_dir: str,
+    config: TrainConfig,
+    stage: Stage,
+    fold: int,
+    init: StageResult | None,
+    tracking: Tracking,
+) -> StageResult:
     """Trains one stage on one fold; continues from its last checkpoint when re-run."""
     logger = get_run_logger()
     if os.environ.get(FAIL_ENV) == f"{stage}:{fold + 1}":
@@ -47,24 +55,50 @@ def train_stage_fold(workdir: str, info: DatasetInfo, store_dir: str, config: Tr
     run_id = start_child(tracking, name, params)
 
     def on_epoch(rec: EpochRecord) -> None:
-        logger.info("%s epoch %d/%d  train/loss %.4f  valid/loss %.4f  valid/lwlrap %.4f  "
-                    "(%.0fs)", name, rec.epoch, rec.epochs, rec.train_loss, rec.valid_loss,
-                    rec.valid_lwlrap, rec.seconds)
-        log_metrics(tracking, run_id, {"train/loss": rec.train_loss,
-                                       "valid/loss": rec.valid_loss,
-                                       "valid/lwlrap": rec.valid_lwlrap, "lr": rec.lr},
-                    step=rec.epoch)
+        logger.info(
+            "%s epoch %d/%d  train/loss %.4f  valid/loss %.4f  valid/lwlrap %.4f  (%.0fs)",
+            name,
+            rec.epoch,
+            rec.epochs,
+            rec.train_loss,
+            rec.valid_loss,
+            rec.valid_lwlrap,
+            rec.seconds,
+        )
+        log_metrics(
+            tracking,
+            run_id,
+            {
+                "train/loss": rec.train_loss,
+                "valid/loss": rec.valid_loss,
+                "valid/lwlrap": rec.valid_lwlrap,
+                "lr": rec.lr,
+            },
+            step=rec.epoch,
+        )
 
     ok = False
     try:
         with device_pool().lease() as device:
             logger.info("%s on %s", name, device)
-            result = train_fold(Workspace(Path(workdir)), info, Path(store_dir), config, stage,
-                                fold, Path(init.model_path) if init else None, device, on_epoch)
+            result = train_fold(
+                Workspace(Path(workdir)),
+                info,
+                Path(store_dir),
+                config,
+                stage,
+                fold,
+                Path(init.model_path) if init else None,
+                device,
+                on_epoch,
+            )
         if result.resumed_from_epoch:
             logger.info("%s resumed after epoch %d", name, result.resumed_from_epoch)
-        log_metrics(tracking, run_id, {"final/valid_lwlrap": result.valid_lwlrap,
-                                       "final/valid_loss": result.valid_loss})
+        log_metrics(
+            tracking,
+            run_id,
+            {"final/valid_lwlrap": result.valid_lwlrap, "final/valid_loss": result.valid_loss},
+        )
         log_artifact(tracking, run_id, result.model_path, "model")
         ok = True
         return result

@@ -30,10 +30,13 @@ def test_importing_audiotag_loads_no_prefect() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, importlib, pkgutil, audiotag\n"
-            "for m in pkgutil.iter_modules(audiotag.__path__):\n"
-            "    importlib.import_module('audiotag.' + m.name)\n"
-            "print(any(k == 'prefect' or k.startswith('prefect.') for k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    code = (
+        "import sys, importlib, pkgutil, audiotag\n"
+        "for m in pkgutil.iter_modules(audiotag.__path__):\n"
+        "    importlib.import_module('audiotag.' + m.name)\n"
+        "print(any(k == 'prefect' or k.startswith('prefect.') for k in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert out.stdout.strip() == "False"

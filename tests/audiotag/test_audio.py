@@ -22,9 +22,12 @@ def test_stereo_is_mixed_to_mono(tmp_path: Path) -> None:
     assert samples.ndim == 1 and len(samples) == 44100
 
 
-@pytest.mark.parametrize("content", [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"not audio at all" * 64])
-def test_broken_files_raise_the_documented_error_naming_the_file(tmp_path: Path,
-                                                                 content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content", [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"not audio at all" * 64]
+)
+def test_broken_files_raise_the_documented_error_naming_the_file(
+    tmp_path: Path, content: bytes
+) -> None:
     path = tmp_path / "broken.wav"
     path.write_bytes(content)
     with pytest.raises(AudioReadError, match="broken.wav"):

@@ -22,9 +22,18 @@ def test_logmel_matches_torchaudio_melspectrogram() -> None:
     wave = torch.randn(44100) * 0.1
     ours = LogMel(mel)(wave)
     ref = torchaudio.transforms.MelSpectrogram(
-        sample_rate=mel.sample_rate, n_fft=mel.n_fft, win_length=mel.win_length,
-        hop_length=mel.hop_length, f_min=mel.f_min, f_max=mel.f_max, n_mels=mel.n_mels,
-        power=2.0, norm=None, mel_scale="htk", pad_mode="constant")(wave)
+        sample_rate=mel.sample_rate,
+        n_fft=mel.n_fft,
+        win_length=mel.win_length,
+        hop_length=mel.hop_length,
+        f_min=mel.f_min,
+        f_max=mel.f_max,
+        n_mels=mel.n_mels,
+        power=2.0,
+        norm=None,
+        mel_scale="htk",
+        pad_mode="constant",
+    )(wave)
     ref_db = 10 * torch.log10(ref.clamp_min(1e-10))
     assert ours.shape == (128, 1 + 44100 // 690)
     torch.testing.assert_close(ours, ref_db, atol=1e-3, rtol=1e-4)
@@ -60,8 +69,14 @@ def test_store_of_real_recordings(drums_dir: Path, tmp_path: Path) -> None:
     for path in sorted(drums_dir.glob("*.wav"))[:6]:
         samples, _ = read_audio(path)
         iv = find_nonsilent(samples)
-        rows.append({"fname": path.name, "subset": "curated", "path": path.name,
-                     "nonsilent": [{"start": int(s), "end": int(e)} for s, e in iv]})
+        rows.append(
+            {
+                "fname": path.name,
+                "subset": "curated",
+                "path": path.name,
+                "nonsilent": [{"start": int(s), "end": int(e)} for s, e in iv],
+            }
+        )
     root = build_feature_store(rows, drums_dir, mel, tmp_path / "store")
     store = FeatureStore.open(root)
     assert store.data.shape[1] == 128 and isinstance(store.data, np.memmap)
@@ -82,6 +97,7 @@ def test_torch_gather_equals_numpy_gather() -> None:
     offsets, frames = np.array([0, 100, 130, 400]), np.array([100, 30, 270, 100])
     starts = np.array([10, 0, 200, 90])
     ref = gather_windows(data, offsets, frames, starts, 16)
-    got = gather_windows_torch(torch.from_numpy(data), *(torch.from_numpy(a) for a in
-                                                        (offsets, frames, starts)), 16)
+    got = gather_windows_torch(
+        torch.from_numpy(data), *(torch.from_numpy(a) for a in (offsets, frames, starts)), 16
+    )
     np.testing.assert_array_equal(got.numpy(), ref)

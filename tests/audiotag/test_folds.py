@@ -23,8 +23,9 @@ def test_stratified_folds_balance_labels() -> None:
     labels = _labels(300, seed=1)
     folds = assign_folds(labels, FoldSettings(method="stratified"))
     assert set(folds) == set(range(5))
-    counts = np.array([[sum("c0" in labels[i] for i in np.flatnonzero(folds == k))]
-                       for k in range(5)]).ravel()
+    counts = np.array(
+        [[sum("c0" in labels[i] for i in np.flatnonzero(folds == k))] for k in range(5)]
+    ).ravel()
     assert counts.max() - counts.min() <= 2
 
 

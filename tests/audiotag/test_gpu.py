@@ -19,9 +19,17 @@ def test_training_on_cuda_learns_and_predicts(tmp_path: Path) -> None:
 
     data, clips = synthetic_store()
     config = tiny_config(**{"noisy.cycles": [{"epochs": 4, "lr": 3e-3, "size": 48}]})
-    result = train_stage(data=data, train=clips.subset(np.arange(32)),
-                         valid=clips.subset(np.arange(32, 48)), vocab=("low", "high"),
-                         config=config, stage="noisy", fold=0, out_dir=tmp_path, device="cuda:0")
+    result = train_stage(
+        data=data,
+        train=clips.subset(np.arange(32)),
+        valid=clips.subset(np.arange(32, 48)),
+        vocab=("low", "high"),
+        config=config,
+        stage="noisy",
+        fold=0,
+        out_dir=tmp_path,
+        device="cuda:0",
+    )
     assert result.valid_lwlrap > 0.9
     model = LoadedModel(Path(result.model_path), "cuda:0")
     probs = model.predict(data, clips.subset(np.arange(32, 48)), tta=1)
@@ -40,8 +48,16 @@ def test_store_is_held_on_the_gpu_and_crops_cut_there() -> None:
     from audiotag.batches import Normalizer, TrainBatches
 
     data, clips = synthetic_store()
-    batches = TrainBatches(data, clips, 8, 32, Normalizer(-70.0, 20.0, 60.0), AugmentSettings(),
-                           None, torch.device("cuda:0"))
+    batches = TrainBatches(
+        data,
+        clips,
+        8,
+        32,
+        Normalizer(-70.0, 20.0, 60.0),
+        AugmentSettings(),
+        None,
+        torch.device("cuda:0"),
+    )
     assert batches.device_data is not None and batches.device_data.is_cuda
     x, y = next(iter(batches))
     assert x.is_cuda and x.shape == (8, 1, 32, 32) and y.is_cuda

@@ -32,8 +32,13 @@ def make_drum_dataset(drums: Path, root: Path) -> Path:
     write_tone(cur / "silent.wav", amp=0.0)
     corrupt = sorted(KAGGLE_CORRUPT_FILES)[0]
     shutil.copy(drums / "clapping_01.wav", cur / corrupt)
-    lines += ["empty.wav,Clapping", "trunc.wav,Clapping", "silent.wav,Clapping",
-              f"{corrupt},Clapping", "missing.wav,Clapping"]
+    lines += [
+        "empty.wav,Clapping",
+        "trunc.wav,Clapping",
+        "silent.wav,Clapping",
+        f"{corrupt},Clapping",
+        "missing.wav,Clapping",
+    ]
     (root / "train_curated.csv").write_text("\n".join(lines) + "\n")
     return root
 
@@ -53,8 +58,14 @@ def test_metadata_of_real_recordings(drums_dir: Path, tmp_path: Path) -> None:
     assert kick["nonsilent"] and 0 < kick["nonsilent_duration"] <= kick["duration"]
     assert rows["empty.wav"]["error"] and rows["trunc.wav"]["error"]
     assert rows["missing.wav"]["error"].startswith("missing")
-    assert read_vocabulary(data) == ("Bass_drum", "Clapping", "Cymbal", "Hi-hat", "Snare_drum",
-                                     "Tom-tom")
+    assert read_vocabulary(data) == (
+        "Bass_drum",
+        "Clapping",
+        "Cymbal",
+        "Hi-hat",
+        "Snare_drum",
+        "Tom-tom",
+    )
 
 
 def test_filter_records_every_rejection_with_reason(drums_dir: Path, tmp_path: Path) -> None:
@@ -62,11 +73,16 @@ def test_filter_records_every_rejection_with_reason(drums_dir: Path, tmp_path: P
     meta = extract_metadata(data, tmp_path / "metadata.parquet")
     kept, rejected = filter_corrupt(meta, tmp_path / "kept.parquet", tmp_path / "rejected.parquet")
     assert (kept, rejected) == (48, 5)
-    reasons = {r["fname"]: r["reason"] for r in pq.read_table(tmp_path / "rejected.parquet")
-               .to_pylist()}
-    assert reasons == {"empty.wav": REASON_UNREADABLE, "trunc.wav": REASON_UNREADABLE,
-                       "silent.wav": REASON_SILENT, sorted(KAGGLE_CORRUPT_FILES)[0]: REASON_KAGGLE,
-                       "missing.wav": REASON_MISSING}
+    reasons = {
+        r["fname"]: r["reason"] for r in pq.read_table(tmp_path / "rejected.parquet").to_pylist()
+    }
+    assert reasons == {
+        "empty.wav": REASON_UNREADABLE,
+        "trunc.wav": REASON_UNREADABLE,
+        "silent.wav": REASON_SILENT,
+        sorted(KAGGLE_CORRUPT_FILES)[0]: REASON_KAGGLE,
+        "missing.wav": REASON_MISSING,
+    }
     # Nothing is deleted.
     assert (data / "train_curated" / "empty.wav").exists()
 
@@ -82,8 +98,9 @@ def test_metadata_is_incremental(drums_dir: Path, tmp_path: Path) -> None:
     second = {r["fname"]: r for r in pq.read_table(out).to_pylist()}
     changed = second["bass_drum_00.wav"]
     assert changed["sha1"] != first[0]["sha1"] and changed["duration"] == pytest.approx(0.3)
-    assert second["snare_drum_00.wav"] == next(r for r in first
-                                               if r["fname"] == "snare_drum_00.wav")
+    assert second["snare_drum_00.wav"] == next(
+        r for r in first if r["fname"] == "snare_drum_00.wav"
+    )
 
 
 def test_fingerprint_follows_content_and_labels(drums_dir: Path, tmp_path: Path) -> None:

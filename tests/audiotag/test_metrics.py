@@ -17,8 +17,7 @@ def _random_case(seed: int, n: int = 200, c: int = 12) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize("seed", range(5))
 def test_lwlrap_equals_sklearn_with_label_count_weights(seed: int) -> None:
     truth, scores = _random_case(seed)
-    expected = label_ranking_average_precision_score(truth, scores,
-                                                     sample_weight=truth.sum(axis=1))
+    expected = label_ranking_average_precision_score(truth, scores, sample_weight=truth.sum(axis=1))
     assert lwlrap(truth, scores) == pytest.approx(expected, abs=1e-12)
 
 

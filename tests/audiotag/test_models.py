@@ -7,8 +7,9 @@ from audiotag.models import MaxBlurPool, build_model
 
 def test_reference_model_80_classes_forward_backward_256() -> None:
     cfg = load_config("reference")
-    assert cfg.model == ModelSettings(arch="xresnet50", self_attention=True, act="mish",
-                                      blur_pool=True)
+    assert cfg.model == ModelSettings(
+        arch="xresnet50", self_attention=True, act="mish", blur_pool=True
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model, 80)
     x = torch.randn(2, 1, 256, 256)

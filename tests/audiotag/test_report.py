@@ -13,24 +13,51 @@ from audiotag.metadata import METADATA_SCHEMA, REJECTED_SCHEMA
 from audiotag.report import MAX_REJECTED_ROWS, write_data_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-EXPECTED_NAMES = ["data_report.md", "durations.png", "label_frequency.png",
-                  "labels_per_clip.png", "levels.png"]
+EXPECTED_NAMES = [
+    "data_report.md",
+    "durations.png",
+    "label_frequency.png",
+    "labels_per_clip.png",
+    "levels.png",
+]
 
 
-def _row(fname: str, subset: str, labels: list[str], duration: float | None = 2.0,
-         error: str | None = None, sample_rate: int = 44100, peak_db: float = -3.0,
-         rms_db: float = -20.0) -> dict:
+def _row(
+    fname: str,
+    subset: str,
+    labels: list[str],
+    duration: float | None = 2.0,
+    error: str | None = None,
+    sample_rate: int = 44100,
+    peak_db: float = -3.0,
+    rms_db: float = -20.0,
+) -> dict:
     """One metadata row; an error row has null numeric fields, as describe_file writes it."""
     row: dict = {name: None for name in METADATA_SCHEMA.names}
-    row.update(fname=fname, subset=subset, labels=labels, path=f"{subset}/{fname}",
-               nonsilent=[], error=error)
+    row.update(
+        fname=fname,
+        subset=subset,
+        labels=labels,
+        path=f"{subset}/{fname}",
+        nonsilent=[],
+        error=error,
+    )
     if error is None:
         frames = int(duration * sample_rate)
-        row.update(file_size=44 + 2 * frames, mtime_ns=1, sha1="0" * 40, frames=frames,
-                   sample_rate=sample_rate, channels=1, sample_format="PCM_16",
-                   duration=duration, peak_db=peak_db, rms_db=rms_db,
-                   nonsilent=[{"start": 0, "end": frames // 2}],
-                   nonsilent_duration=duration / 2)
+        row.update(
+            file_size=44 + 2 * frames,
+            mtime_ns=1,
+            sha1="0" * 40,
+            frames=frames,
+            sample_rate=sample_rate,
+            channels=1,
+            sample_format="PCM_16",
+            duration=duration,
+            peak_db=peak_db,
+            rms_db=rms_db,
+            nonsilent=[{"start": 0, "end": frames // 2}],
+            nonsilent_duration=duration / 2,
+        )
     return row
 
 
@@ -54,10 +81,20 @@ def _metadata_rows() -> list[dict]:
 
 def _rejected_rows() -> list[dict]:
     return [
-        {"fname": "c4.wav", "subset": "curated", "path": "curated/c4.wav",
-         "reason": "unreadable", "detail": "unreadable audio (bad | header)"},
-        {"fname": "c5.wav", "subset": "curated", "path": "curated/c5.wav",
-         "reason": "all_silent", "detail": "no sound above digital silence"},
+        {
+            "fname": "c4.wav",
+            "subset": "curated",
+            "path": "curated/c4.wav",
+            "reason": "unreadable",
+            "detail": "unreadable audio (bad | header)",
+        },
+        {
+            "fname": "c5.wav",
+            "subset": "curated",
+            "path": "curated/c5.wav",
+            "reason": "all_silent",
+            "detail": "no sound above digital silence",
+        },
     ]
 
 
@@ -132,9 +169,16 @@ def test_report_with_no_readable_files_and_no_labels(tmp_path: Path) -> None:
 def test_report_caps_rejected_table_and_overwrites(tmp_path: Path) -> None:
     metadata = _write(_metadata_rows(), METADATA_SCHEMA, tmp_path / "metadata.parquet")
     extra = 7
-    many = [{"fname": f"n{i}.wav", "subset": "noisy", "path": f"noisy/n{i}.wav",
-             "reason": "missing", "detail": "missing: no such file"}
-            for i in range(MAX_REJECTED_ROWS + extra)]
+    many = [
+        {
+            "fname": f"n{i}.wav",
+            "subset": "noisy",
+            "path": f"noisy/n{i}.wav",
+            "reason": "missing",
+            "detail": "missing: no such file",
+        }
+        for i in range(MAX_REJECTED_ROWS + extra)
+    ]
     rejected = _write(many, REJECTED_SCHEMA, tmp_path / "rejected.parquet")
     out_dir = tmp_path / "report"
     write_data_report(metadata, rejected, out_dir)
@@ -154,11 +198,23 @@ def test_report_on_a_thousand_rows_is_fast(tmp_path: Path) -> None:
     rows = []
     for i in range(1000):
         subset = ("curated", "noisy", "test")[i % 3]
-        labels = [] if subset == "test" else list(
-            rng.choice(vocab, size=rng.integers(1, 4), replace=False))
+        labels = (
+            []
+            if subset == "test"
+            else list(rng.choice(vocab, size=rng.integers(1, 4), replace=False))
+        )
         error = "unreadable audio (x)" if i % 97 == 0 else None
-        rows.append(_row(f"f{i}.wav", subset, labels, float(rng.uniform(0.3, 30.0)), error,
-                         peak_db=float(rng.uniform(-40, 0)), rms_db=float(rng.uniform(-60, -10))))
+        rows.append(
+            _row(
+                f"f{i}.wav",
+                subset,
+                labels,
+                float(rng.uniform(0.3, 30.0)),
+                error,
+                peak_db=float(rng.uniform(-40, 0)),
+                rms_db=float(rng.uniform(-60, -10)),
+            )
+        )
     metadata = _write(rows, METADATA_SCHEMA, tmp_path / "metadata.parquet")
     rejected = _write([], REJECTED_SCHEMA, tmp_path / "rejected.parquet")
 

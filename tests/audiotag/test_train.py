@@ -16,9 +16,13 @@ N_MELS, WIDTH = 32, 32
 
 
 def tiny_config(**overrides):
-    base = {"mel.n_mels": N_MELS, "crop_frames": WIDTH, "model.arch": "xresnet18",
-            "noisy.batch_size": 8, "noisy.cycles": [{"epochs": 2, "lr": 3e-3},
-                                                    {"epochs": 2, "lr": 1e-3, "size": 40}]}
+    base = {
+        "mel.n_mels": N_MELS,
+        "crop_frames": WIDTH,
+        "model.arch": "xresnet18",
+        "noisy.batch_size": 8,
+        "noisy.cycles": [{"epochs": 2, "lr": 3e-3}, {"epochs": 2, "lr": 1e-3, "size": 40}],
+    }
     base.update(overrides)
     return load_config("demo", base)
 
@@ -34,7 +38,7 @@ def synthetic_store(n: int = 48, seed: int = 0) -> tuple[np.ndarray, Clips]:
         c = i % 2
         targets[i, c] = 1
         band = slice(2, 8) if c == 0 else slice(22, 28)
-        data[o:o + f, band] += 50
+        data[o : o + f, band] += 50
     return data, Clips(offsets.astype(np.int64), frames.astype(np.int64), targets)
 
 
@@ -46,9 +50,17 @@ def run(tmp: Path, config, data, clips, stop_at: int | None = None, epochs_seen=
             raise KeyboardInterrupt("machine lost")
 
     torch.set_num_threads(1)
-    return train_stage(data=data, train=clips.subset(np.arange(32)),
-                       valid=clips.subset(np.arange(32, 48)), vocab=("low", "high"),
-                       config=config, stage="noisy", fold=0, out_dir=tmp, on_epoch=on_epoch)
+    return train_stage(
+        data=data,
+        train=clips.subset(np.arange(32)),
+        valid=clips.subset(np.arange(32, 48)),
+        vocab=("low", "high"),
+        config=config,
+        stage="noisy",
+        fold=0,
+        out_dir=tmp,
+        on_epoch=on_epoch,
+    )
 
 
 def _weights(path: str) -> dict[str, torch.Tensor]:

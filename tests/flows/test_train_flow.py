@@ -28,7 +28,8 @@ def _task_states(flow_run_id) -> dict[str, str]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
     return {r.name: r.state.name for r in runs if "fold" in r.name}
 
 
@@ -37,8 +38,9 @@ def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("src"), seed=3, scale=0.12)
 
 
-def test_failed_fold_reruns_alone_and_flow_completes(tiny_source: Path, isolated_env: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_fold_reruns_alone_and_flow_completes(
+    tiny_source: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.train import train_flow
@@ -47,19 +49,30 @@ def test_failed_fold_reruns_alone_and_flow_completes(tiny_source: Path, isolated
     workdir = isolated_env / "work"
     with prefect_test_harness(server_startup_timeout=60):
         monkeypatch.setenv(FAIL_ENV, "noisy:3")
-        failed = train_flow(source=str(tiny_source), workdir=str(workdir), preset="demo",
-                            overrides=TINY, return_state=True)
+        failed = train_flow(
+            source=str(tiny_source),
+            workdir=str(workdir),
+            preset="demo",
+            overrides=TINY,
+            return_state=True,
+        )
         assert failed.is_failed()
         assert "noisy-fold-3" in str(failed.message) or "noisy-fold-3" in repr(
-            failed.result(raise_on_failure=False))
+            failed.result(raise_on_failure=False)
+        )
         first = _task_states(failed.state_details.flow_run_id)
         assert first["noisy-fold-3"] == "Failed"
         assert {first[f"noisy-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
         assert {first[f"curated-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
 
         monkeypatch.delenv(FAIL_ENV)
-        state = train_flow(source=str(tiny_source), workdir=str(workdir), preset="demo",
-                           overrides=TINY, return_state=True)
+        state = train_flow(
+            source=str(tiny_source),
+            workdir=str(workdir),
+            preset="demo",
+            overrides=TINY,
+            return_state=True,
+        )
         assert state.is_completed()
         second = _task_states(state.state_details.flow_run_id)
         for k in (1, 2, 4, 5):
@@ -89,7 +102,8 @@ def test_failed_fold_reruns_alone_and_flow_completes(tiny_source: Path, isolated
     assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
     # This run trained noisy 3 and curated 3; the cached folds' runs belong to the first.
     assert sorted(r.info.run_name for r in children) == ["curated-fold-3", "noisy-fold-3"]
     for child in children:
