@@ -88,41 +88,71 @@ def window_starts(frames: int, width: int, overlap: float) -> np.ndarray:
     return np.append(starts, frames - width)
 
 
-def augment_batch(x: torch.Tensor, aug: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+def augment_draws(aug: AugmentSettings) -> int:
+    """How many uniform numbers `augment_batch` uses per item."""
+    return 2 * (aug.freq_masks + aug.time_masks) + 4
+
+
+def window_draws(
+    aug: AugmentSettings, seed: int, frames: np.ndarray, starts: np.ndarray
+) -> torch.Tensor:
+    """Uniform draws ``(B, augment_draws)`` that depend only on each window.
+
+    Seeded by (seed, clip length, window start), so a clip's TTA passes are the
+    same whichever clips share its batch: tagging one file gives what the
+    flow's batched test pass gave.
+    """
+    k = augment_draws(aug)
+    rows = [
+        np.random.default_rng([seed, int(f), int(s)]).random(k)
+        for f, s in zip(frames, starts, strict=True)
+    ]
+    return torch.from_numpy(np.array(rows, dtype=np.float32).reshape(len(rows), k))
+
+
+def augment_batch(
+    x: torch.Tensor, aug: AugmentSettings, draws: torch.Generator | torch.Tensor
+) -> torch.Tensor:
     """SpecAugment masks per item and brightness/contrast per item, on x's device.
 
     Args:
         x: normalised ``(B, 1, n_mels, frames)``; masked cells become 0 (the mean).
+        aug: the augmentation settings.
+        draws: a generator to draw from, or the draws themselves,
+            ``(B, augment_draws(aug))`` uniforms in [0, 1).
     """
     b, _, n_mels, n_frames = x.shape
     dev = x.device
+    if isinstance(draws, torch.Generator):
+        u = torch.rand(b, augment_draws(aug), generator=draws, device=draws.device)
+    else:
+        u = draws
+    u = u.to(dev, torch.float32)
+    col = iter(range(u.shape[1]))
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen, device=dev)
+    def rand() -> torch.Tensor:
+        return u[:, next(col)]
 
     keep = torch.ones(b, 1, n_mels, n_frames, device=dev, dtype=x.dtype)
     for count, size, axis in ((aug.freq_masks, n_mels, 2), (aug.time_masks, n_frames, 3)):
         pos = torch.arange(size, device=dev)
         for _ in range(count):
-            width = (rand(b) * (aug.mask_width + 1)).long().clamp(max=size)
-            start = (rand(b) * (size - width + 1).float()).long()
+            width = (rand() * (aug.mask_width + 1)).long().clamp(max=size)
+            start = (rand() * (size - width + 1).float()).long()
             band = (pos[None] >= start[:, None]) & (pos[None] < (start + width)[:, None])
             shape = (b, 1, size, 1) if axis == 2 else (b, 1, 1, size)
             keep = keep * (~band).view(shape).to(x.dtype)
     x = x * keep
-    if aug.contrast > 0:
-        # Log-uniform scale in [1 - c, 1 / (1 - c)], as fastai's Contrast.
-        lo = math.log(1.0 - aug.contrast)
-        scale = torch.exp(lo + rand(b) * (-2.0 * lo))
-        on = rand(b) < aug.lighting_p
-        x = x * torch.where(on, scale, torch.ones_like(scale)).view(b, 1, 1, 1)
-    if aug.brightness > 0:
-        # fastai's Brightness moves pixels in logit space by logit(0.5 +- b);
-        # on a normalised input the same shift is an additive offset.
-        shift = torch.logit(0.5 + (rand(b) * 2.0 - 1.0) * aug.brightness)
-        on = rand(b) < aug.lighting_p
-        x = x + torch.where(on, shift, torch.zeros_like(shift)).view(b, 1, 1, 1)
-    return x
+    # Log-uniform contrast in [1 - c, 1 / (1 - c)], as fastai's Contrast.
+    lo = math.log(1.0 - aug.contrast)
+    scale = torch.exp(lo + rand() * (-2.0 * lo))
+    on = rand() < aug.lighting_p
+    x = x * torch.where(on, scale, torch.ones_like(scale)).view(b, 1, 1, 1).to(x.dtype)
+    # fastai's Brightness moves pixels in logit space by logit(0.5 +- b); on a
+    # normalised input the same shift is an additive offset.
+    shift = torch.logit(0.5 + (rand() * 2.0 - 1.0) * aug.brightness)
+    on = rand() < aug.lighting_p
+    return x + torch.where(on, shift, torch.zeros_like(shift)).view(b, 1, 1, 1).to(x.dtype)
 
 
 def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -9,7 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiotag.batches import Clips, Normalizer, augment_batch, resize_batch, window_starts
+from audiotag.batches import (
+    Clips,
+    Normalizer,
+    augment_batch,
+    resize_batch,
+    window_draws,
+    window_starts,
+)
 from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
 from audiotag.features import gather_windows
 from audiotag.models import build_model
@@ -65,15 +72,14 @@ def predict_clips(
     model.eval()
     passes = []
     for p in range(1 + tta):
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed * 1000 + p)
         probs = []
         for lo in range(0, len(starts), batch_size):
             sl = slice(lo, lo + batch_size)
             x = torch.from_numpy(gather_windows(data, offsets[sl], frames[sl], starts[sl], width))
             x = norm(x.to(device))
             if p > 0 and aug is not None:
-                x = augment_batch(x, aug, gen)
+                draws = window_draws(aug, seed * 1000 + p, frames[sl], starts[sl])
+                x = augment_batch(x, aug, draws)
             x = resize_batch(x, size)
             with _autocast(device):
                 logits = model(x)

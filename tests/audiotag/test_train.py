@@ -125,3 +125,12 @@ def test_small_data_gets_enough_steps() -> None:
     scaled = stage.for_data(2)  # 32 clips at batch 16
     assert scaled.epochs * 2 >= stage.min_steps
     assert [c.lr for c in scaled.cycles] == [c.lr for c in stage.cycles]
+
+
+def test_tta_of_a_clip_does_not_depend_on_its_batch_company(tmp_path: Path) -> None:
+    config = tiny_config(**{"noisy.cycles": [{"epochs": 1, "lr": 3e-3}], "eval.tta": 2})
+    data, clips = synthetic_store()
+    model = LoadedModel(Path(run(tmp_path, config, data, clips).model_path))
+    together = model.predict(data, clips)  # windows of many clips per batch
+    alone = np.concatenate([model.predict(data, clips.subset(np.array([i]))) for i in (0, 7, 30)])
+    np.testing.assert_allclose(together[[0, 7, 30]], alone, rtol=1e-5, atol=1e-6)
