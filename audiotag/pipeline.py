@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import torch
 
 from audiotag.batches import Clips
 from audiotag.config import Stage, TrainConfig, settings_hash
@@ -19,6 +18,7 @@ from audiotag.layout import SAMPLE_SUBMISSION
 from audiotag.metrics import lwlrap, lwlrap_per_class
 from audiotag.predict import LoadedModel, ensemble
 from audiotag.storage import write_atomic, write_json_atomic
+from audiotag.tagging import write_package
 from audiotag.train import EpochRecord, StageResult, train_stage
 
 
@@ -181,6 +181,7 @@ class EnsembleResult:
     oof_lwlrap: float
     test_lwlrap: float | None
     fold_lwlrap: tuple[float, ...]
+    model_dir: str = ""
 
 
 def _targets(rows: list[dict], vocab: tuple[str, ...]) -> np.ndarray:
@@ -254,6 +255,9 @@ def predict_test(
         "test_missing": [n for n in names if n not in by_name],
     }
     write_json_atomic(scores, run_dir / "scores.json")
+    model_dir = write_package(
+        [Path(r.model_path) for r in curated], run_dir / "model", config.eval.ensemble
+    )
     return EnsembleResult(
         str(run_dir),
         None if submission is None else str(submission),
@@ -262,11 +266,5 @@ def predict_test(
         oof_score,
         test_score,
         tuple(r.valid_lwlrap for r in curated),
+        str(model_dir),
     )
-
-
-def pick_device(slot: int) -> str:
-    """``cuda:slot`` when that GPU exists, else ``cpu``."""
-    if torch.cuda.is_available() and slot < torch.cuda.device_count():
-        return f"cuda:{slot}"
-    return "cpu"

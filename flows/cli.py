@@ -24,6 +24,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
     print(f"submission:   {summary['submission'] or 'none (no test set)'}")
     print(f"scores:       {summary['scores']}")
+    print(f"model:        {summary['model']}")
+    print(f"  tag audio:  audiotag tag PATH... --model {summary['model']}")
     print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
     print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
 
@@ -62,6 +64,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_tags(rows: list, fmt: str, out: Any) -> None:
+    import csv
+    import json
+
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(["path", "rank", "label", "probability", "error"])
+        for r in rows:
+            if r.error is not None:
+                writer.writerow([r.path, "", "", "", r.error])
+            for rank, (label, p) in enumerate(r.tags, 1):
+                writer.writerow([r.path, rank, label, f"{p:.6f}", ""])
+    elif fmt in ("json", "jsonl"):
+        objs = [
+            {
+                "path": r.path,
+                "error": r.error,
+                "tags": [{"label": label, "probability": round(p, 6)} for label, p in r.tags],
+            }
+            for r in rows
+        ]
+        if fmt == "json":
+            json.dump(objs, out, indent=2)
+            out.write("\n")
+        else:
+            for obj in objs:
+                out.write(json.dumps(obj) + "\n")
+    else:
+        width = max((len(r.path) for r in rows), default=4)
+        for r in rows:
+            text = (
+                r.error and f"ERROR: {r.error}" or "  ".join(f"{lb} ({p:.2f})" for lb, p in r.tags)
+            )
+            out.write(f"{r.path:<{width}}  {text}\n")
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from audiotag.tagging import Ensemble, find_audio, tag_files
+
+    try:
+        ens = Ensemble(Path(args.model), args.device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"audiotag: {err}", file=sys.stderr)
+        return 2
+    files = find_audio([Path(p) for p in args.paths])
+    top_k = None if args.all or args.threshold is not None else args.top_k
+    progress = None
+    if len(files) > 1 and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(files), unit="file", file=sys.stderr)
+    rows = list(
+        tag_files(ens, files, top_k, args.threshold, on_file=progress.update if progress else None)
+    )
+    if progress:
+        progress.close()
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            _write_tags(rows, args.format, out)
+    else:
+        _write_tags(rows, args.format, sys.stdout)
+    failed = sum(r.error is not None for r in rows)
+    if failed:
+        print(f"audiotag: {failed} of {len(rows)} files could not be tagged", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiotag", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--set curated.cycles.0.epochs=3 (repeatable)",
     )
     run.set_defaults(func=cmd_run)
+
+    tag = sub.add_parser("tag", help="tag audio files or folders with a trained ensemble")
+    tag.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    tag.add_argument(
+        "--model",
+        required=True,
+        help="a model package (runs/<run>/model), a model file, or a work dir",
+    )
+    tag.add_argument("--top-k", type=int, default=3, help="labels per file (default 3)")
+    tag.add_argument("--threshold", type=float, help="every label at or above this probability")
+    tag.add_argument("--all", action="store_true", help="every label with its probability")
+    tag.add_argument("--format", default="table", choices=["table", "csv", "json", "jsonl"])
+    tag.add_argument("--output", help="write here instead of the terminal")
+    tag.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    tag.set_defaults(func=cmd_tag)
     return parser
 
 

@@ -107,6 +107,7 @@ def train_flow(
             "test_lwlrap": result.test_lwlrap,
             "submission": result.submission,
             "scores": result.scores,
+            "model": result.model_dir,
             "mlflow_uri": tracking.uri,
             "mlflow_run_id": tracking.parent_run_id,
             "kept": info.kept,

@@ -41,6 +41,7 @@ def tta_ensemble(
     for path in (result.submission, result.oof, result.scores):
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)
+    log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
     noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
     rows = [
         {

@@ -113,7 +113,11 @@ def log_metrics(tracking: Tracking, run_id: str, values: dict[str, float], step:
 def log_artifact(
     tracking: Tracking, run_id: str, path: Path | str, folder: str | None = None
 ) -> None:
-    MlflowClient(tracking.uri).log_artifact(run_id, str(path), folder)
+    client = MlflowClient(tracking.uri)
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, str(path), folder)
+    else:
+        client.log_artifact(run_id, str(path), folder)
 
 
 def end_run(tracking: Tracking, run_id: str, ok: bool) -> None:

@@ -1,14 +1,23 @@
-"""End to end: the whole DAG on a tiny demo dataset, with a real Prefect server and MLflow."""
+"""End to end: the whole DAG on a tiny demo dataset, with a real Prefect server and MLflow,
+then tagging with what it trained."""
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
 from mlflow.tracking import MlflowClient
 
 from audiotag.demo import write_demo_dataset
+from audiotag.metrics import lwlrap
+from flows.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +25,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "model.widen": 0.25,
     "noisy.cycles": [{"epochs": 1, "lr": 3e-3}],
-    "curated.cycles": [{"epochs": 1, "lr": 2e-3}],
+    "curated.cycles": [{"epochs": 2, "lr": 3e-3}],
     "curated.min_steps": 0,
     "eval.tta": 1,
 }
@@ -34,65 +43,72 @@ def _task_states(flow_run_id) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_demo_dataset(tmp_path_factory.mktemp("src"), seed=3, scale=0.12)
-
-
-def test_failed_fold_reruns_alone_and_flow_completes(
-    tiny_source: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two flow runs: the first with noisy fold 3 made to fail, then a re-run."""
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.train import train_flow
     from tasks.training import FAIL_ENV
 
-    workdir = isolated_env / "work"
-    with prefect_test_harness(server_startup_timeout=60):
-        monkeypatch.setenv(FAIL_ENV, "noisy:3")
-        failed = train_flow(
-            source=str(tiny_source),
-            workdir=str(workdir),
-            preset="demo",
-            overrides=TINY,
-            return_state=True,
-        )
-        assert failed.is_failed()
-        assert "noisy-fold-3" in str(failed.message) or "noisy-fold-3" in repr(
-            failed.result(raise_on_failure=False)
-        )
-        first = _task_states(failed.state_details.flow_run_id)
-        assert first["noisy-fold-3"] == "Failed"
-        assert {first[f"noisy-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
-        assert {first[f"curated-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
+    tmp = tmp_path_factory.mktemp("flow")
+    source = write_demo_dataset(tmp / "src", seed=3, scale=0.12)
+    workdir = tmp / "work"
+    out: dict = {"source": source, "workdir": workdir}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(tmp / "prefect-home"))
+        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp / "prefect-results"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("PREFECT_API_URL", raising=False)
+        with prefect_test_harness(server_startup_timeout=60):
+            mp.setenv(FAIL_ENV, "noisy:3")
+            out["failed"] = train_flow(
+                source=str(source),
+                workdir=str(workdir),
+                preset="demo",
+                overrides=TINY,
+                return_state=True,
+            )
+            out["first"] = _task_states(out["failed"].state_details.flow_run_id)
+            mp.delenv(FAIL_ENV)
+            out["state"] = train_flow(
+                source=str(source),
+                workdir=str(workdir),
+                preset="demo",
+                overrides=TINY,
+                return_state=True,
+            )
+            out["second"] = _task_states(out["state"].state_details.flow_run_id)
+            out["summary"] = out["state"].result()
+    return out
 
-        monkeypatch.delenv(FAIL_ENV)
-        state = train_flow(
-            source=str(tiny_source),
-            workdir=str(workdir),
-            preset="demo",
-            overrides=TINY,
-            return_state=True,
-        )
-        assert state.is_completed()
-        second = _task_states(state.state_details.flow_run_id)
-        for k in (1, 2, 4, 5):
-            assert second[f"noisy-fold-{k}"] == "Cached"
-            assert second[f"curated-fold-{k}"] == "Cached"
-        assert second["noisy-fold-3"] == "Completed"
-        assert second["curated-fold-3"] == "Completed"
-        summary = state.result()
 
-    # The submission: every sample_submission row, its column order, probabilities.
-    sub = pd.read_csv(summary["submission"])
-    import zipfile
+def test_failed_fold_reruns_alone_and_flow_completes(trained: dict) -> None:
+    failed, first, second = trained["failed"], trained["first"], trained["second"]
+    assert failed.is_failed()
+    assert "noisy-fold-3" in str(failed.message)
+    assert first["noisy-fold-3"] == "Failed"
+    assert {first[f"noisy-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
+    assert {first[f"curated-fold-{k}"] for k in (1, 2, 4, 5)} == {"Completed"}
+    assert trained["state"].is_completed()
+    for k in (1, 2, 4, 5):
+        assert second[f"noisy-fold-{k}"] == "Cached"
+        assert second[f"curated-fold-{k}"] == "Cached"
+    assert second["noisy-fold-3"] == "Completed"
+    assert second["curated-fold-3"] == "Completed"
 
-    with zipfile.ZipFile(tiny_source) as zf, zf.open("sample_submission.csv") as f:
+
+def test_submission_follows_sample_submission(trained: dict) -> None:
+    sub = pd.read_csv(trained["summary"]["submission"])
+    with zipfile.ZipFile(trained["source"]) as zf, zf.open("sample_submission.csv") as f:
         sample = pd.read_csv(f)
     assert list(sub.columns) == list(sample.columns)
     assert list(sub.fname) == list(sample.fname)
-    assert sub.iloc[:, 1:].to_numpy().min() >= 0 and sub.iloc[:, 1:].to_numpy().max() <= 1
+    values = sub.iloc[:, 1:].to_numpy()
+    assert values.min() >= 0 and values.max() <= 1
 
-    # MLflow: parent run tagged and scored; a nested run per stage and fold.
+
+def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
+    summary, state = trained["summary"], trained["state"]
     client = MlflowClient(summary["mlflow_uri"])
     parent = client.get_run(summary["mlflow_run_id"])
     assert parent.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
@@ -107,9 +123,75 @@ def test_failed_fold_reruns_alone_and_flow_completes(
     # This run trained noisy 3 and curated 3; the cached folds' runs belong to the first.
     assert sorted(r.info.run_name for r in children) == ["curated-fold-3", "noisy-fold-3"]
     for child in children:
-        history = client.get_metric_history(child.info.run_id, "valid/lwlrap")
-        assert len(history) == 1
+        assert client.get_metric_history(child.info.run_id, "valid/lwlrap")
         assert {"train/loss", "valid/loss"} <= set(child.data.metrics)
         assert any(a.path == "model" for a in client.list_artifacts(child.info.run_id))
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"submission.csv", "scores.json", "oof.parquet", "data_report"} <= artifacts
+    assert {"submission.csv", "scores.json", "oof.parquet", "data_report", "model"} <= artifacts
+
+
+def _tag(paths: list[Path], model: str, out: Path) -> list[dict]:
+    args = [str(p) for p in paths] + ["--model", model, "--all", "--format", "jsonl"]
+    assert main(["tag", *args, "--output", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_tagging_the_test_set_reproduces_the_flows_test_score(
+    trained: dict, tmp_path: Path
+) -> None:
+    summary = trained["summary"]
+    data = trained["workdir"] / "data"
+    rows = _tag([data / "test"], summary["model"], tmp_path / "tags.jsonl")
+    labels = pd.read_csv(data / "test_labels.csv")
+    vocab = list(pd.read_csv(data / "sample_submission.csv", nrows=0).columns[1:])
+    by_name = {Path(r["path"]).name: r for r in rows if r["error"] is None}
+    truth, scores = [], []
+    for fname, text in zip(labels.fname, labels.labels, strict=True):
+        if fname not in by_name:
+            continue
+        probs = {t["label"]: t["probability"] for t in by_name[fname]["tags"]}
+        scores.append([probs[v] for v in vocab])
+        truth.append([v in text.split(",") for v in vocab])
+    assert lwlrap(np.array(truth), np.array(scores)) == pytest.approx(
+        summary["test_lwlrap"], abs=1e-4
+    )
+
+
+def test_every_format_rate_and_channel_count_gets_the_same_top_label(
+    trained: dict, tmp_path: Path
+) -> None:
+    summary = trained["summary"]
+    sub = pd.read_csv(summary["submission"])
+    probs = np.sort(sub.iloc[:, 1:].to_numpy(), axis=1)
+    clip = sub.fname[int(np.argmax(probs[:, -1] - probs[:, -2]))]  # the clearest test clip
+    y, sr = sf.read(trained["workdir"] / "data" / "test" / clip, dtype="float32")
+    variants = []
+    for rate in (16000, 22050, 44100, 48000):
+        z = AF.resample(torch.from_numpy(y), sr, rate).numpy() if rate != sr else y
+        for channels in (1, 2):
+            data = np.stack([z, z], axis=1) if channels == 2 else z
+            for ext, subtype in (
+                ("wav", "PCM_U8"),
+                ("wav", "PCM_16"),
+                ("wav", "PCM_24"),
+                ("wav", "FLOAT"),
+                ("flac", "PCM_16"),
+                ("ogg", "VORBIS"),
+            ):
+                path = tmp_path / f"{rate}-{channels}ch-{subtype}.{ext}"
+                sf.write(path, data, rate, subtype=subtype)
+                variants.append(path)
+    rows = _tag(variants, summary["model"], tmp_path / "v.jsonl")
+    assert [r["error"] for r in rows] == [None] * len(variants)
+    tops = {Path(r["path"]).name: r["tags"][0]["label"] for r in rows}
+    assert len(set(tops.values())) == 1, tops
+
+
+def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(trained: dict,
+                                                                 tmp_path: Path) -> None:
+    good = next((trained["workdir"] / "data" / "test").glob("*.wav"))
+    bad = tmp_path / "bad file é.wav"
+    bad.write_bytes(b"RIFF....not a wav at all")
+    rows = _tag([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
+    assert rows[0]["error"] and "unreadable" in rows[0]["error"] and not rows[0]["tags"]
+    assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
