@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -22,8 +23,12 @@ class AudioReadError(ValueError):
         self.problem = problem
 
 
-def read_audio(path: Path | str) -> tuple[np.ndarray, int]:
+def read_audio(path: Path | str | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
     """Reads any file soundfile reads as mono float32 in [-1, 1].
+
+    Args:
+        path: a path, or an open binary file (bytes sent to a server).
+        name: how errors name a file-like source.
 
     Returns:
         ``(samples, sample_rate)``; samples has shape ``(frames,)``.
@@ -31,8 +36,10 @@ def read_audio(path: Path | str) -> tuple[np.ndarray, int]:
     Raises:
         AudioReadError: the file is missing, unreadable, empty or holds NaN/inf.
     """
+    source = path if hasattr(path, "read") else str(path)
+    path = name or str(path) if hasattr(path, "read") else path
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
         raise AudioReadError(path, f"unreadable audio ({err})") from None
     if data.shape[0] == 0:

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -85,9 +86,9 @@ class Ensemble:
         self.vocab, self.mel = first.vocab, first.config.mel
         self._logmel = LogMel(self.mel)
 
-    def features(self, path: Path) -> np.ndarray:
+    def features(self, path: Path | BinaryIO, name: str | None = None) -> np.ndarray:
         """``(frames, n_mels)`` log-mel of a file's non-silent audio, as in training."""
-        samples, sr = read_audio(path)
+        samples, sr = read_audio(path, name)
         intervals = find_nonsilent(samples, self.mel.silence_top_db)
         if len(intervals) == 0:
             raise AudioReadError(path, "no sound (all digital silence)")

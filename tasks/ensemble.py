@@ -11,6 +11,7 @@ from audiotag.config import TrainConfig
 from audiotag.devices import device_pool
 from audiotag.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
 from audiotag.train import StageResult
+from tasks.registry import MODEL_NAME, register_ensemble
 from tasks.tracking import Tracking, log_artifact, log_metrics
 
 
@@ -42,6 +43,18 @@ def tta_ensemble(
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)
     log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
+    version, alias = register_ensemble(
+        tracking, Path(result.model_dir), info.vocab, result.oof_lwlrap
+    )
+    get_run_logger().info(
+        "registered as %s version %s with alias '%s'%s",
+        MODEL_NAME,
+        version,
+        alias,
+        ""
+        if alias == "champion"
+        else " (it does not beat the champion's OOF lwlrap on this vocabulary)",
+    )
     noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
     rows = [
         {

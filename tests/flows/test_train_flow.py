@@ -187,11 +187,81 @@ def test_every_format_rate_and_channel_count_gets_the_same_top_label(
     assert len(set(tops.values())) == 1, tops
 
 
-def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(trained: dict,
-                                                                 tmp_path: Path) -> None:
+def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(
+    trained: dict, tmp_path: Path
+) -> None:
     good = next((trained["workdir"] / "data" / "test").glob("*.wav"))
     bad = tmp_path / "bad file é.wav"
     bad.write_bytes(b"RIFF....not a wav at all")
     rows = _tag([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
     assert rows[0]["error"] and "unreadable" in rows[0]["error"] and not rows[0]["tags"]
     assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
+
+
+def test_registered_champion_is_served_over_http(trained: dict) -> None:
+    import base64
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    summary = trained["summary"]
+    client = MlflowClient(summary["mlflow_uri"])
+    champ = client.get_model_version_by_alias("audiotag", "champion")
+    assert float(champ.tags["oof_lwlrap"]) == pytest.approx(summary["oof_lwlrap"], abs=1e-5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent  # mlflow starts uvicorn from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": summary["mlflow_uri"],
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    mlflow_bin = bin_dir / "mlflow"
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/audiotag@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(1)
+        clips = sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:2]
+        records = [{"audio": base64.b64encode(c.read_bytes()).decode()} for c in clips]
+        req = urllib.request.Request(
+            f"{base}/invocations",
+            data=json.dumps({"dataframe_records": records}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        rows = reply["predictions"]
+        assert len(rows) == 2
+        for row in rows:
+            assert row["error"] == "" and row["tags"].count(":") == 3
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
