@@ -265,3 +265,23 @@ def test_registered_champion_is_served_over_http(trained: dict) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.tag import tag_audio_flow
+
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    for i, clip in enumerate(sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:3]):
+        shutil.copy(clip, inbox / ("sub" if i else "") / clip.name)
+    (inbox / "broken.wav").write_bytes(b"")
+    with prefect_test_harness(server_startup_timeout=60):
+        out = Path(tag_audio_flow(folder=str(inbox), model=str(trained["workdir"])))
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert out.parent == inbox and len(rows) == 4
+    assert rows.set_index("path").loc["broken.wav", "error"]
+    assert (rows[rows.path != "broken.wav"].tags.str.count(":") == 3).all()
