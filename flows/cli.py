@@ -104,8 +104,13 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from audiotag.tagging import Ensemble, find_audio, tag_files
 
     try:
-        ens = Ensemble(Path(args.model), args.device)
-    except (FileNotFoundError, ValueError) as err:
+        if args.model.startswith(("models:/", "runs:/")):
+            import mlflow.pyfunc
+
+            ens = mlflow.pyfunc.load_model(args.model).unwrap_python_model().ensemble
+        else:
+            ens = Ensemble(Path(args.model), args.device)
+    except (FileNotFoundError, ValueError, OSError) as err:
         print(f"audiotag: {err}", file=sys.stderr)
         return 2
     files = find_audio([Path(p) for p in args.paths])

@@ -198,6 +198,16 @@ def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(
     assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
 
 
+def test_tagging_with_the_registered_champion(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["summary"]["mlflow_uri"])
+    good = sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:2]
+    by_package = _tag(good, trained["summary"]["model"], tmp_path / "a.jsonl")
+    by_registry = _tag(good, "models:/audiotag@champion", tmp_path / "b.jsonl")
+    assert by_registry == by_package
+
+
 def test_registered_champion_is_served_over_http(trained: dict) -> None:
     import base64
     import os
