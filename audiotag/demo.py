@@ -30,6 +30,10 @@ from typing import Self
 import numpy as np
 import soundfile as sf
 
+# One definition of each: the pipeline drops these names, so the demo holds them.
+from audiotag.layout import COMPETITION
+from audiotag.layout import KAGGLE_CORRUPT_FILES as KAGGLE_CORRUPT_CURATED
+
 __all__ = [
     "COMPETITION",
     "DEMO_CLASSES",
@@ -38,7 +42,6 @@ __all__ = [
     "write_demo_dataset",
 ]
 
-COMPETITION = "freesound-audio-tagging-2019"
 SAMPLE_RATE = 44_100
 
 # Real FAT2019 label names, spelled as Kaggle's CSV headers spell them, and
@@ -55,17 +58,6 @@ DEMO_CLASSES: tuple[str, ...] = (
     "Mechanical_fan",
     "Tick-tock",
     "Whistling",
-)
-
-# Curated clips that FAT2019 participants found to be corrupt; the pipeline
-# drops them by name, so the demo must contain files with exactly these names.
-KAGGLE_CORRUPT_CURATED: tuple[str, ...] = (
-    "f76181c4.wav",
-    "77b925c2.wav",
-    "6a1f682a.wav",
-    "c7db12aa.wav",
-    "7752cc8a.wav",
-    "1d44b0bd.wav",
 )
 
 # The curated split's truncated file keeps only this much of a valid WAV: the

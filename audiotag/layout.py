@@ -20,9 +20,16 @@ LABEL_CSVS: dict[str, str] = {
 }
 SAMPLE_SUBMISSION = "sample_submission.csv"
 
+COMPETITION = "freesound-audio-tagging-2019"
+
 # Kaggle's list of corrupt or empty curated files (competition data page).
-KAGGLE_CORRUPT_FILES: frozenset[str] = frozenset(
-    {"f76181c4.wav", "77b925c2.wav", "6a1f682a.wav", "c7db12aa.wav", "7752cc8a.wav", "1d44b0bd.wav"}
+KAGGLE_CORRUPT_FILES: tuple[str, ...] = (
+    "f76181c4.wav",
+    "77b925c2.wav",
+    "6a1f682a.wav",
+    "c7db12aa.wav",
+    "7752cc8a.wav",
+    "1d44b0bd.wav",
 )
 
 

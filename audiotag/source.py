@@ -12,9 +12,8 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from audiotag.layout import AUDIO_DIRS, LayoutError, check_layout
+from audiotag.layout import AUDIO_DIRS, COMPETITION, LayoutError, check_layout
 
-COMPETITION = "freesound-audio-tagging-2019"
 MARKER = ".audiotag-extracted.json"
 
 
