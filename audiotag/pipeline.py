@@ -113,14 +113,8 @@ def build_features(ws: Workspace, data_dir: Path, config: TrainConfig, fingerpri
 
 def to_clips(store: FeatureStore, rows: list[dict], vocab: tuple[str, ...]) -> Clips:
     """Rows -> Clips with multi-hot targets; labels outside ``vocab`` are ignored."""
-    col = {label: i for i, label in enumerate(vocab)}
-    targets = np.zeros((len(rows), len(vocab)), dtype=np.float32)
-    for i, row in enumerate(rows):
-        for label in row["labels"]:
-            if label in col:
-                targets[i, col[label]] = 1.0
     offsets, frames = store.locate([(r["subset"], r["fname"]) for r in rows])
-    return Clips(offsets, frames, targets)
+    return Clips(offsets, frames, _targets(rows, vocab).astype(np.float32))
 
 
 def split_fold(ws: Workspace, subset: str, fold: int) -> tuple[list[dict], list[dict]]:
