@@ -59,6 +59,9 @@ REASON_UNREADABLE = "unreadable"
 REASON_SILENT = "all_silent"
 REASON_MISSING = "missing"
 REASON_DUPLICATE = "duplicate"
+REASON_UNLISTED = "unlisted"
+REASON_NO_LABELS = "no_labels"
+UNLISTED_ERROR = "unlisted: no CSV names this file"
 
 
 def _db(x: float) -> float:
@@ -142,6 +145,31 @@ def extract_metadata(
                 todo.append((len(rows), item.fname, subset, item.labels))
                 rows.append(None)
 
+    # Audio files that no CSV names are recorded too (and rejected), never lost silently.
+    named = {(r["subset"], r["fname"]) for r in rows if r is not None}
+    named |= {(subset, fname) for _, fname, subset, _ in todo}
+    for subset in SUBSETS:
+        folder = data_dir / AUDIO_DIRS[subset]
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if (
+                path.is_file()
+                and not path.name.startswith(".")
+                and (subset, path.name) not in named
+            ):
+                row = {name: None for name in METADATA_SCHEMA.names}
+                row.update(
+                    fname=path.name,
+                    subset=subset,
+                    labels=[],
+                    nonsilent=[],
+                    path=f"{AUDIO_DIRS[subset]}/{path.name}",
+                    error=UNLISTED_ERROR,
+                    file_size=path.stat().st_size,
+                )
+                rows.append(row)
+
     def work(job: tuple[int, str, str, tuple[str, ...]]) -> tuple[int, dict]:
         i, fname, subset, labels = job
         return i, describe_file(data_dir, fname, subset, labels, silence_top_db)
@@ -158,7 +186,8 @@ def filter_corrupt(metadata_path: Path, kept_path: Path, rejected_path: Path) ->
     """Splits metadata into kept rows and rejected rows with a reason each.
 
     Rejects Kaggle's six known corrupt curated files, unreadable, empty or
-    all-silent files, and repeated (subset, fname) rows. Never deletes audio.
+    all-silent files, files no CSV names, training files without labels, and
+    repeated (subset, fname) rows. Never deletes audio.
 
     Returns:
         ``(kept, rejected)`` counts.
@@ -173,9 +202,13 @@ def filter_corrupt(metadata_path: Path, kept_path: Path, rejected_path: Path) ->
             reason, detail = REASON_KAGGLE, "listed by Kaggle as corrupt or empty"
         elif key in seen:
             reason, detail = REASON_DUPLICATE, "file named twice in the CSV"
+        elif row["error"] == UNLISTED_ERROR:
+            reason, detail = REASON_UNLISTED, row["error"]
         elif row["error"] is not None:
             missing = row["error"].startswith("missing")
             reason, detail = (REASON_MISSING if missing else REASON_UNREADABLE), row["error"]
+        elif row["subset"] != "test" and not row["labels"]:
+            reason, detail = REASON_NO_LABELS, "a training file with an empty label string"
         elif not row["nonsilent"]:
             reason, detail = REASON_SILENT, "no sound above digital silence"
         seen.add(key)
