@@ -38,6 +38,10 @@ from audiotag.storage import write_atomic
 CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written (disk full, say); the previous one is intact."""
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """What one finished epoch measured (sent to ``on_epoch``, logged by the caller)."""
@@ -253,7 +257,16 @@ class _StageRun:
             "torch_rng": torch.get_rng_state(),
         }
         path = self.ckpt_dir / f"epoch-{epoch:04d}.pt"
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        try:
+            write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        except (OSError, RuntimeError) as err:
+            previous = latest_checkpoint(self.ckpt_dir)
+            kept = f"epoch {previous[0]} is intact" if previous else "there is none"
+            raise CheckpointError(
+                f"{path}: could not write the checkpoint of {self.stage} fold {self.fold + 1} "
+                f"epoch {epoch} ({err}); the previous checkpoint: {kept}. Free disk space and "
+                "re-run: training continues from the previous checkpoint."
+            ) from err
         for old in self.ckpt_dir.glob("epoch-*.pt"):  # keep only the newest
             if old != path:
                 old.unlink(missing_ok=True)

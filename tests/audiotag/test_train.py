@@ -134,3 +134,95 @@ def test_tta_of_a_clip_does_not_depend_on_its_batch_company(tmp_path: Path) -> N
     together = model.predict(data, clips)  # windows of many clips per batch
     alone = np.concatenate([model.predict(data, clips.subset(np.array([i]))) for i in (0, 7, 30)])
     np.testing.assert_allclose(together[[0, 7, 30]], alone, rtol=1e-5, atol=1e-6)
+
+
+FILL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from tests.audiotag.test_train import synthetic_store, tiny_config
+from audiotag.train import CheckpointError, train_stage
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full file system: writes fail, no signal
+out = Path({out!r})
+def on_epoch(rec):
+    if rec.epoch == 1:  # from now on no file may grow past half a checkpoint
+        size = next((out / "checkpoints").glob("*.pt")).stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, resource.RLIM_INFINITY))
+data, clips = synthetic_store()
+try:
+    train_stage(data=data, train=clips.subset(np.arange(32)), valid=clips.subset(np.arange(32, 48)),
+                vocab=("low", "high"), config=tiny_config(), stage="noisy", fold=0, out_dir=out,
+                on_epoch=on_epoch)
+except CheckpointError as err:
+    print("CheckpointError:", err)
+"""
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_clear_error_and_keeps_the_last(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "fold"
+    proc = subprocess.run(
+        [sys.executable, "-c", FILL_DISK.format(root=root, out=str(out))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "CheckpointError:" in proc.stdout, proc.stderr[-2000:]
+    assert "epoch 1 is intact" in proc.stdout and "epoch 2" in proc.stdout
+    files = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert files == ["epoch-0001.pt"]  # no temporary left, the previous one kept
+    state = torch.load(out / "checkpoints" / "epoch-0001.pt", weights_only=True)
+    assert state["epoch"] == 1
+    # With space again, the fold continues from epoch 1.
+    config = tiny_config()
+    data, clips = synthetic_store()
+    resumed = run(out, config, data, clips)
+    assert resumed.resumed_from_epoch == 1
+
+
+KILL_MID_FOLD = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np, torch
+torch.set_num_threads(1)  # as run() below: the same reductions, the same weights
+sys.path.insert(0, {root!r})
+from tests.audiotag.test_train import synthetic_store, tiny_config
+from audiotag.train import train_stage
+def on_epoch(rec):
+    if rec.epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # the machine dies mid-fold
+data, clips = synthetic_store()
+train_stage(data=data, train=clips.subset(np.arange(32)), valid=clips.subset(np.arange(32, 48)),
+            vocab=("low", "high"), config=tiny_config(), stage="noisy", fold=0,
+            out_dir=Path({out!r}), on_epoch=on_epoch)
+"""
+
+
+def test_sigkill_mid_fold_then_rerun_continues_from_the_last_epoch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "fold"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_FOLD.format(root=root, out=str(out))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-0002.pt"]
+    seen: list[int] = []
+    config = tiny_config()
+    data, clips = synthetic_store()
+    resumed = run(out, config, data, clips, epochs_seen=seen)
+    assert resumed.resumed_from_epoch == 2 and seen == [3, 4]
+    straight = run(tmp_path / "straight", config, data, clips)
+    wa, wb = _weights(straight.model_path), _weights(resumed.model_path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
