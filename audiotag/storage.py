@@ -6,6 +6,7 @@ that a later run would trust.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -53,3 +54,36 @@ def write_json_atomic(obj: Any, target: Path) -> Path:
 
 def write_text_atomic(text: str, target: Path) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+class BusyError(RuntimeError):
+    """Another process holds the lock on a directory this one needs."""
+
+
+@contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    """Holds an exclusive lock on ``directory`` (``.lock`` inside) or says who has it.
+
+    Two runs on one work dir must not train the same fold at once: the second
+    gets a clear error instead of interleaving checkpoints with the first.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / ".lock"
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise BusyError(
+                f"{what} is being trained by another run (pid {holder}) in {directory}; "
+                "re-run when it has finished and this run takes its result from there"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -33,7 +33,7 @@ from audiotag.config import Stage, TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.models import build_model
 from audiotag.predict import predict_clips, save_model
-from audiotag.storage import write_atomic
+from audiotag.storage import exclusive, write_atomic
 
 CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
 
@@ -365,18 +365,18 @@ def train_stage(
         device: ``cpu`` or ``cuda:N``.
         on_epoch: called after each finished epoch.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = _StageRun(
-        data=data,
-        train=train,
-        valid=valid,
-        vocab=vocab,
-        config=config,
-        stage=stage,
-        fold=fold,
-        out_dir=out_dir,
-        init_weights=init_weights,
-        device=torch.device(device),
-        on_epoch=on_epoch,
-    )
-    return run.run()
+    with exclusive(out_dir, f"{stage} fold {fold + 1}"):
+        run = _StageRun(
+            data=data,
+            train=train,
+            valid=valid,
+            vocab=vocab,
+            config=config,
+            stage=stage,
+            fold=fold,
+            out_dir=out_dir,
+            init_weights=init_weights,
+            device=torch.device(device),
+            on_epoch=on_epoch,
+        )
+        return run.run()

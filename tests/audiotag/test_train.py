@@ -226,3 +226,15 @@ def test_sigkill_mid_fold_then_rerun_continues_from_the_last_epoch(tmp_path: Pat
     straight = run(tmp_path / "straight", config, data, clips)
     wa, wb = _weights(straight.model_path), _weights(resumed.model_path)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_two_runs_never_train_the_same_fold_at_once(tmp_path: Path) -> None:
+    from audiotag.storage import BusyError, exclusive
+
+    config = tiny_config()
+    data, clips = synthetic_store()
+    with exclusive(tmp_path, "noisy fold 1"):  # the other run, still training
+        with pytest.raises(BusyError, match=r"noisy fold 1 is being trained by another run"):
+            run(tmp_path, config, data, clips)
+    assert not (tmp_path / "checkpoints").exists()
+    assert run(tmp_path, config, data, clips).valid_lwlrap > 0  # free again
