@@ -1,7 +1,8 @@
 """Getting the raw dataset into the SPEC §4 layout: from a directory or an archive.
 
-``source`` is a path (a directory already in the layout, or the competition zip)
-or ``demo`` (the embedded synthetic dataset). Kaggle slots in as another kind.
+``source`` is a path (a directory already in the layout, or the competition zip),
+``demo`` (the embedded synthetic dataset) or ``kaggle`` (the competition archive,
+downloaded through the ``kaggle`` client: :mod:`audiotag.kaggle_source`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
     """Returns a directory in the FAT2019 layout for ``source``.
 
     Args:
-        source: ``demo``; a directory in the layout (used in place); or a zip.
+        source: ``demo``; ``kaggle`` (downloaded into ``<data_dir>/../kaggle-source``);
+            a directory in the layout (used in place); or a zip.
         data_dir: where archives are unpacked (and the demo written).
         seed: the demo dataset's seed.
     """
@@ -96,6 +98,10 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
             built = write_demo_dataset(archive.parent, seed=seed)
             os.replace(built, archive)
         return unpack_competition(archive, data_dir)
+    if source == "kaggle":
+        from audiotag.kaggle_source import download_competition
+
+        return download_competition(data_dir, COMPETITION)
     path = Path(source).expanduser()
     if path.is_dir():
         check_layout(path)
@@ -104,7 +110,7 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
         return unpack_competition(path, data_dir)
     if not path.exists():
         raise LayoutError(
-            f"{source}: no such file or directory (expected 'demo', a dataset "
-            "directory or the competition zip)"
+            f"{source}: no such file or directory (expected 'demo', 'kaggle', a "
+            "dataset directory or the competition zip)"
         )
     raise LayoutError(f"{source}: neither a directory nor a zip archive")

@@ -11,7 +11,9 @@ from audiotag.config import TrainConfig
 from tasks.tracking import Tracking, code_version, end_run, flatten, start_parent
 
 
-@task(retries=2, retry_delay_seconds=5)
+# A tracking server that is down fails the run fast (two quick retries), before any
+# training whose records would be lost.
+@task(retries=2, retry_delay_seconds=2)
 def start_tracking(workdir: str, run_name: str, config: TrainConfig, source: str) -> Tracking:
     """Opens the parent MLflow run, tagged with the flow-run id and code version."""
     ctx = FlowRunContext.get()

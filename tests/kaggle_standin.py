@@ -1,0 +1,264 @@
+"""A stand-in for the parts of Kaggle's API that ``competition_download_files`` talks to.
+
+The real ``kaggle`` client (kagglesdk) sends every call as ``POST
+<endpoint>/api/v1/<Service>/<Method>`` with a JSON body and either
+``Authorization: Bearer <token>`` (API tokens) or HTTP Basic ``username:key``
+(the older ``kaggle.json``). With ``KAGGLE_API_ENVIRONMENT=TEST`` kagglesdk's
+endpoint is ``http://localhost:7777``, so the server listens there.
+
+What it answers:
+
+- ``security.OAuthService/IntrospectToken`` (``{"token"}``): ``{"active", "username"}``;
+  the client introspects an API token before using it.
+- ``competitions.CompetitionApiService/DownloadDataFiles`` (``{"competitionName"}``):
+  a 302 to a signed storage URL, as Kaggle redirects to Cloud Storage; errors as
+  Kaggle sends them, JSON ``{"code", "message"}`` with the HTTP status.
+- ``GET /storage/<competition>.zip?sig=...``: the archive, with ``Content-Length``,
+  ``ETag``, ``Last-Modified`` and ``Accept-Ranges``; honours ``Range`` (206) and
+  ``If-Range``.
+
+``mode`` switches the answers (``ok``, ``401``, ``403``, ``404``, ``500``,
+``hangup``: close the connection without answering); ``drop_after`` drops the
+download connection once after that many bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import threading
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+HOST = "127.0.0.1"
+PORT = 7777
+USERNAME = "standin-user"
+KEY = "standin-legacy-key-0123456789"
+TOKEN = "KGAT_standin0123456789abcdef"
+SIGNATURE = "standin-signature"
+LAST_MODIFIED = formatdate(1_560_000_000, usegmt=True)  # June 2019, as the real data
+
+RULES_MESSAGE = "You must accept this competition's rules before you'll be able to download files."
+
+
+class KaggleStandin:
+    """A threaded HTTP server on 127.0.0.1:7777 serving one competition archive.
+
+    Args:
+        archive: The competition zip to serve.
+        competition: Its competition slug.
+        port: Where to listen (kagglesdk's TEST environment uses 7777).
+    """
+
+    def __init__(self, archive: Path, competition: str, port: int = PORT) -> None:
+        self.competition = competition
+        self.port = port
+        self.mode = "ok"
+        self.drop_after: int | None = None
+        self.requests: list[tuple[str, str]] = []
+        self.served_bytes = 0
+        self.auth_seen: list[str] = []
+        self.ranges: list[str | None] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.serve(archive)
+
+    def serve(self, archive: Path) -> None:
+        """Serves ``archive`` from now on."""
+        self.data = Path(archive).read_bytes()
+        self.etag = f'"{hashlib.md5(self.data).hexdigest()}"'
+
+    def reset(self) -> None:
+        """Back to answering normally, with empty request logs."""
+        with self._lock:
+            self.mode = "ok"
+            self.drop_after = None
+            self.requests.clear()
+            self.auth_seen.clear()
+            self.ranges.clear()
+            self.served_bytes = 0
+
+    @property
+    def downloads(self) -> int:
+        """How many archive GETs were started (the client reads a redirect's headers first)."""
+        return sum(1 for method, path in self.requests if method == "GET")
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def start(self) -> Self:
+        handler = type("Handler", (_Handler,), {"standin": self})
+        self._server = ThreadingHTTPServer((HOST, self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the stand-in's credentials."""
+        if not header:
+            return False
+        kind, _, value = header.partition(" ")
+        if kind == "Bearer":
+            return value == TOKEN
+        if kind == "Basic":
+            try:
+                return base64.b64decode(value).decode() == f"{USERNAME}:{KEY}"
+            except ValueError:
+                return False
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    standin: KaggleStandin
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: pytest shows failures, not every request
+
+    # -- helpers --
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"code": status, "message": message})
+
+    def _hangup(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _record(self) -> None:
+        s = self.standin
+        with s._lock:
+            s.requests.append((self.command, urlsplit(self.path).path))
+            auth = self.headers.get("Authorization")
+            if auth:
+                s.auth_seen.append(auth.partition(" ")[0])
+
+    # -- API calls --
+
+    def do_POST(self) -> None:
+        self._record()
+        s = self.standin
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._error(400, "bad JSON")
+            return
+        if s.mode == "hangup":
+            self._hangup()
+            return
+        if s.mode == "500":
+            self._error(500, "Internal error")
+            return
+        if s.mode == "401" or not s.authorized(self.headers.get("Authorization")):
+            self._error(401, "Unauthenticated")
+            return
+        path = urlsplit(self.path).path
+        if path == "/api/v1/security.OAuthService/IntrospectToken":
+            active = body.get("token") == TOKEN
+            self._json(200, {"active": active, "username": USERNAME if active else ""})
+        elif path == "/api/v1/competitions.CompetitionApiService/DownloadDataFiles":
+            if s.mode == "404" or body.get("competitionName") != s.competition:
+                self._error(404, f"Competition {body.get('competitionName')!r} not found")
+            elif s.mode == "403":
+                self._error(403, RULES_MESSAGE)
+            else:
+                self.send_response(302)
+                self.send_header(
+                    "Location", f"/storage/{s.competition}.zip?sig={SIGNATURE}&expires=3600"
+                )
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        else:
+            self._error(404, f"no such method {path}")
+
+    # -- the storage bucket --
+
+    def do_GET(self) -> None:
+        self._record()
+        s = self.standin
+        url = urlsplit(self.path)
+        if url.path != f"/storage/{s.competition}.zip":
+            self._error(404, "no such object")
+            return
+        if parse_qs(url.query).get("sig") != [SIGNATURE]:
+            self._error(403, "bad signature")
+            return
+        if s.mode == "hangup":
+            self._hangup()
+            return
+        data, start = s.data, 0
+        rng = self.headers.get("Range")
+        with s._lock:
+            s.ranges.append(rng)
+        if_range = self.headers.get("If-Range")
+        if rng and rng.startswith("bytes=") and if_range in (None, s.etag, LAST_MODIFIED):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", s.etag)
+        self.send_header("Last-Modified", LAST_MODIFIED)
+        self.end_headers()
+        with s._lock:
+            drop, s.drop_after = s.drop_after, None
+        if drop is not None:
+            chunk = body[:drop]
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            with s._lock:
+                s.served_bytes += len(chunk)
+            self._hangup()
+            return
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client read the headers only, as it does before a skip
+        with s._lock:
+            s.served_bytes += len(body)
