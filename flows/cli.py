@@ -54,6 +54,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The temporary server's telemetry heartbeat fights the flow for its SQLite
     # file and logs 'database is locked' tracebacks; nothing is lost without it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Library progress (a Kaggle download's bytes and rate) in the CLI and Prefect logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "audiotag")
+    import logging
+
+    logging.getLogger("audiotag").setLevel(logging.INFO)
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     from flows.train import train_flow
 
@@ -148,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train the 5-fold ensemble as a Prefect flow")
     run.add_argument(
-        "--source", default="demo", help="'demo', a dataset directory, or the competition zip"
+        "--source",
+        default="demo",
+        help="'demo', 'kaggle' (through the kaggle client), a dataset directory or the competition zip",
     )
     run.add_argument("--preset", default="demo", choices=["demo", "reference"])
     run.add_argument("--workdir", default="audiotag-work")

@@ -32,7 +32,7 @@ class FoldsFailed(RuntimeError):
 @flow(name="audiotag-train", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def train_flow(
     source: Annotated[
-        str, Field(description="'demo', a dataset directory or the competition zip")
+        str, Field(description="'demo', 'kaggle', a dataset directory or the competition zip")
     ] = "demo",
     workdir: Annotated[
         str, Field(description="Work directory: cache, models, runs")

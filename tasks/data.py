@@ -20,7 +20,20 @@ from audiotag.source import prepare_source
 from tasks.tracking import Tracking, log_artifact
 
 
-@task(retries=2, retry_delay_seconds=[5, 30])
+def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefect's hook
+    """Retry a dropped connection; a missing token or unaccepted rules will not heal."""
+    from audiotag.kaggle_source import KaggleNetworkError
+
+    try:
+        state.result()
+    except KaggleNetworkError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is final
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_network_only)
 def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     """Brings the dataset into the FAT2019 layout; returns its directory."""
     data_dir = prepare_source(source, Workspace(Path(workdir)).data_dir, seed=seed)
