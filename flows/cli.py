@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--source",
         default="demo",
-        help="'demo', 'kaggle' (through the kaggle client), a dataset directory or the competition zip",
+        help="'demo', 'kaggle' (through the kaggle client), a dataset directory "
+        "or the competition zip",
     )
     run.add_argument("--preset", default="demo", choices=["demo", "reference"])
     run.add_argument("--workdir", default="audiotag-work")
