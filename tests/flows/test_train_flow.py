@@ -21,6 +21,8 @@ from flows.cli import main
 
 pytestmark = pytest.mark.slow
 
+PLANTED = "KGAT_planted0fake0token0value0123456789"
+
 # Small enough for CI: one epoch per stage, a narrow net.
 TINY = {
     "model.widen": 0.25,
@@ -59,6 +61,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp / "prefect-results"))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("PREFECT_API_URL", raising=False)
+        # A Kaggle token in the environment must never reach logs, params or artifacts.
+        mp.setenv("KAGGLE_API_TOKEN", PLANTED)
+        mp.setenv("KAGGLE_USERNAME", "someone")
+        mp.setenv("KAGGLE_KEY", PLANTED)
         with prefect_test_harness(server_startup_timeout=60):
             mp.setenv(FAIL_ENV, "noisy:3")
             out["failed"] = train_flow(
@@ -79,7 +85,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             )
             out["second"] = _task_states(out["state"].state_details.flow_run_id)
             out["summary"] = out["state"].result()
+            out["prefect_text"] = _prefect_records(
+                [out["failed"].state_details.flow_run_id, out["state"].state_details.flow_run_id]
+            )
     return out
+
+
+def _prefect_records(flow_run_ids: list) -> str:
+    """Every log line and parameter Prefect holds for these flow runs, as text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))
+        runs = [client.read_flow_run(i) for i in flow_run_ids]
+    return "\n".join([r.message for r in logs] + [json.dumps(r.parameters) for r in runs])
 
 
 def test_failed_fold_reruns_alone_and_flow_completes(trained: dict) -> None:
@@ -295,3 +315,16 @@ def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: P
     assert out.parent == inbox and len(rows) == 4
     assert rows.set_index("path").loc["broken.wav", "error"]
     assert (rows[rows.path != "broken.wav"].tags.str.count(":") == 3).all()
+
+
+def test_no_secret_in_logs_params_or_artifacts(trained: dict) -> None:
+    assert trained["prefect_text"]  # the logs were read
+    assert PLANTED not in trained["prefect_text"]
+    for path in trained["workdir"].rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert PLANTED.encode() not in path.read_bytes(), path
+    client = MlflowClient(trained["summary"]["mlflow_uri"])
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            text = json.dumps([run.data.params, run.data.tags])
+            assert PLANTED not in text and "KAGGLE" not in text
