@@ -211,3 +211,20 @@ def test_tagging_odd_files_gives_error_rows_not_crashes(messy: Path, tmp_path: P
     rows = list(tag_files(Ensemble(model_path), files, top_k=2))
     assert [r.error is None for r in rows] == [False, True, False, True, False]
     assert all(len(r.tags) == 2 for r in rows if r.error is None)
+
+
+def test_an_unknown_label_is_ignored_for_training_and_the_file_kept(tmp_path: Path) -> None:
+    from audiotag.pipeline import _targets
+
+    root = tmp_path / "d"
+    (root / "train_noisy").mkdir(parents=True)
+    (root / "train_curated").mkdir()
+    sf.write(root / "train_noisy" / "n.wav", _tone(0.5), SR)
+    (root / "train_curated.csv").write_text("fname,labels\n")
+    (root / "train_noisy.csv").write_text('fname,labels\nn.wav,"Bark,Not_a_label"\n')
+    (root / "sample_submission.csv").write_text("fname,Bark,Run\n")
+    meta = extract_metadata(root, tmp_path / "m.parquet")
+    kept, rejected = filter_corrupt(meta, tmp_path / "k.parquet", tmp_path / "r.parquet")
+    assert (kept, rejected) == (1, 0)
+    rows = pq.read_table(tmp_path / "k.parquet").to_pylist()
+    assert _targets(rows, ("Bark", "Run")).tolist() == [[True, False]]
