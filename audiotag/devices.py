@@ -10,6 +10,17 @@ from contextlib import contextmanager
 
 import torch
 
+THREADS_ENV = "AUDIOTAG_CPU_THREADS"
+
+
+def cpu_threads() -> int:
+    """Threads a fold trains with on CPU: every core, or AUDIOTAG_CPU_THREADS.
+
+    Set it where several processes train at once on one machine (Dask workers:
+    cores / workers), so that they share the cores instead of fighting over them.
+    """
+    return max(1, int(os.environ.get(THREADS_ENV) or 0) or os.cpu_count() or 1)
+
 
 class DevicePool:
     """Hands out devices to concurrent fold trainings in this process.
@@ -34,7 +45,7 @@ class DevicePool:
             if device.startswith("cuda"):
                 torch.cuda.set_device(device)
             else:
-                torch.set_num_threads(max(1, os.cpu_count() or 1))
+                torch.set_num_threads(cpu_threads())
             yield device
         finally:
             self._free.put(device)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.context import TaskRunContext
+from prefect.futures import PrefectFuture
 
 from audiotag.config import Stage, TrainConfig
 from audiotag.devices import device_pool
@@ -23,14 +28,28 @@ FOLD_CACHE = (INPUTS - "tracking") + TASK_SOURCE
 FAIL_ENV = "AUDIOTAG_FAIL_FOLD"
 
 
-def fold_cache_policy(workdir: str):  # noqa: ANN201 - a prefect CachePolicy
-    """The fold cache policy, its records kept under the work dir."""
-    return FOLD_CACHE.configure(key_storage=str(Workspace(Path(workdir)).cache_keys))
+def fold_task_in(workdir: str) -> Task:
+    """The fold task with its cache records and results kept under the work dir.
+
+    Everything a re-run needs to find finished folds then lives in one folder: put
+    the work dir on shared storage and a new container or worker finds them too.
+    """
+    ws = Workspace(Path(workdir))
+    return train_stage_fold.with_options(
+        cache_policy=FOLD_CACHE.configure(key_storage=str(ws.cache_keys)),
+        result_storage=ws.results,  # a Path: local files, no block to save
+    )
 
 
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
+# The "gpu" tag is what a concurrency limit sized to the GPUs holds back
+# (`prefect concurrency-limit create gpu <n>`, see deployments/README.md).
 @task(
-    persist_result=True, cache_policy=FOLD_CACHE, tags=["fold"], retries=1, retry_delay_seconds=10
+    persist_result=True,
+    cache_policy=FOLD_CACHE,
+    tags=["fold", "gpu"],
+    retries=1,
+    retry_delay_seconds=10,
 )
 def train_stage_fold(
     workdir: str,
@@ -53,8 +72,16 @@ def train_stage_fold(
     if ctx is not None:
         params["prefect_task_run_id"] = str(ctx.task_run.id)
     run_id = start_child(tracking, name, params)
+    # The UI shows each running fold's progress, updated every epoch.
+    progress = create_progress_artifact(0.0, description=f"{name}: starting")
 
     def on_epoch(rec: EpochRecord) -> None:
+        update_progress_artifact(
+            progress,
+            100.0 * rec.epoch / rec.epochs,
+            description=f"{name}: epoch {rec.epoch}/{rec.epochs}, "
+            f"valid lwlrap {rec.valid_lwlrap:.4f}",
+        )
         logger.info(
             "%s epoch %d/%d  train/loss %.4f  valid/loss %.4f  valid/lwlrap %.4f  (%.0fs)",
             name,
@@ -104,3 +131,31 @@ def train_stage_fold(
         return result
     finally:
         end_run(tracking, run_id, ok)
+
+
+@contextmanager
+def fold_runner(dask_address: str | None = None) -> Iterator[Callable[..., PrefectFuture]]:
+    """``submit(task, **parameters)`` for fold trainings.
+
+    Without an address the folds go to the flow's own task runner. With one they go
+    to that Dask cluster through prefect-dask, each asking for one ``GPU`` resource, so
+    a worker started with ``--resources GPU=<n>`` never trains more than n folds at once.
+    """
+    if not dask_address:
+
+        def submit_here(task: Task, **parameters: Any) -> PrefectFuture:
+            return task.submit(**parameters)
+
+        yield submit_here
+        return
+
+    import dask
+    from prefect_dask import DaskTaskRunner
+
+    with DaskTaskRunner(address=dask_address) as runner:
+
+        def submit_dask(task: Task, **parameters: Any) -> PrefectFuture:
+            with dask.annotate(resources={"GPU": 1}):
+                return runner.submit(task, parameters=parameters)
+
+        yield submit_dask
