@@ -7,8 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo-work
 PYTEST_ARGS ?=
+# Operator targets: a Prefect server and an MLflow tracking server on this machine.
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+SERVER_DIR ?= server-data
+GPUS ?= 1
+POOL ?= audiotag-cpu
+API := http://127.0.0.1:$(PREFECT_PORT)/api
 
-.PHONY: demo test format clean
+.PHONY: demo test format clean server deploy worker
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +32,35 @@ test: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench
+
+# Prefect server and UI on 127.0.0.1:$(PREFECT_PORT), the MLflow tracking server and UI on
+# 127.0.0.1:$(MLFLOW_PORT) (runs and artifacts under $(SERVER_DIR)); Ctrl-C stops both.
+server: $(STAMP)
+	mkdir -p $(SERVER_DIR)
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
+		--artifacts-destination $(abspath $(SERVER_DIR))/mlartifacts & \
+	trap 'kill %1' EXIT INT TERM; \
+	PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Work pools, the `gpu` global concurrency limit (GPUS: the GPUs over all workers;
+# a fold on a GPU holds one slot) and every deployment of prefect.yaml, on the
+# server of `make server`.
+deploy: $(STAMP)
+	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create audiotag-cpu --type process --overwrite
+	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create audiotag-gpu --type docker --overwrite \
+		--base-job-template deployments/docker-gpu-job-template.json
+	PREFECT_API_URL=$(API) $(BIN)/prefect gcl create gpu --limit $(GPUS) \
+		|| PREFECT_API_URL=$(API) $(BIN)/prefect gcl update gpu --limit $(GPUS)
+	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all
+
+# A process worker on this machine: runs flow runs of $(POOL) from this checkout,
+# tracking to the MLflow server of `make server`.
+worker: $(STAMP)
+	AUDIOTAG_HOME=$(CURDIR) PREFECT_API_URL=$(API) \
+		MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
+		$(BIN)/prefect worker start --pool $(POOL) --type process
 
 clean:
 	rm -rf $(VENV) $(WORKDIR)

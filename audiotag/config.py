@@ -256,24 +256,32 @@ class TrainOptions(_Frozen):
     Any other preset field is reachable through the flow's ``overrides``.
     """
 
-    seed: int | None = Field(None, ge=0, description="Seed of crops, augmentations and weights.")
-    n_folds: int | None = Field(None, ge=2, le=20, description="Cross-validation folds.")
+    seed: int | None = Field(
+        None, title="Seed", ge=0, description="Seed of crops, augmentations and weights."
+    )
+    n_folds: int | None = Field(
+        None, title="Folds", ge=2, le=20, description="Cross-validation folds."
+    )
     noisy_epochs: int | None = Field(
         None,
+        title="Noisy epochs",
         ge=1,
         le=1000,
         description="Epochs of the noisy stage, shared between its cycles as the preset does.",
     )
     curated_epochs: int | None = Field(
         None,
+        title="Curated epochs",
         ge=1,
         le=1000,
         description="Epochs of the curated stage, shared between its cycles as the preset does.",
     )
     batch_size: int | None = Field(
-        None, ge=1, le=4096, description="Training batch size of both stages."
+        None, title="Batch size", ge=1, le=4096, description="Training batch size of both stages."
     )
-    tta: int | None = Field(None, ge=0, le=64, description="Augmented passes at test time.")
+    tta: int | None = Field(
+        None, title="TTA passes", ge=0, le=64, description="Augmented passes at test time."
+    )
 
     def overrides(self, base: TrainConfig) -> dict[str, Any]:
         """These options as dotted overrides of ``base`` (the preset they apply to)."""

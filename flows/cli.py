@@ -63,7 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.train import train_flow
 
     summary = train_flow(
-        source=args.source, workdir=str(workdir), preset=args.preset, overrides=overrides
+        source=args.source,
+        workdir=str(workdir),
+        preset=args.preset,
+        overrides=overrides,
+        dask_address=args.dask_address,
     )
     _print_summary(summary)
     return 0
@@ -160,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--preset", default="demo", choices=["demo", "reference"])
     run.add_argument("--workdir", default="audiotag-work")
+    run.add_argument(
+        "--dask-address",
+        help="train the folds on this Dask cluster (tcp://host:8786), one 'GPU' resource each",
+    )
     run.add_argument(
         "--set",
         action="append",

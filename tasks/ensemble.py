@@ -12,7 +12,7 @@ from audiotag.devices import device_pool
 from audiotag.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
 from audiotag.train import StageResult
 from tasks.registry import MODEL_NAME, register_ensemble
-from tasks.tracking import Tracking, log_artifact, log_metrics
+from tasks.tracking import Tracking, child_runs, log_artifact, log_metrics, run_link
 
 
 @task
@@ -67,12 +67,35 @@ def tta_ensemble(
     create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
     test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
     create_markdown_artifact(
-        f"# audiotag run {run_name}\n\n| score | lwlrap |\n|---|---|\n"
-        f"| out-of-fold (curated) | {result.oof_lwlrap:.4f} |\n| test | {test} |\n\n"
-        f"MLflow run `{tracking.parent_run_id}` at `{tracking.uri}`; "
-        f"submission `{result.submission}`\n",
+        _summary(run_name, result, test, tracking),
         key="run-summary",
         description="OOF and test lwlrap",
     )
     get_run_logger().info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
     return result
+
+
+def _summary(run_name: str, result: EnsembleResult, test: str, tracking: Tracking) -> str:
+    folds = child_runs(tracking)
+    lines = [
+        f"# audiotag run {run_name}",
+        "",
+        "| score | lwlrap |",
+        "|---|---|",
+        f"| out-of-fold (curated) | {result.oof_lwlrap:.4f} |",
+        f"| test | {test} |",
+        "",
+        f"MLflow: [parent run]({run_link(tracking, tracking.parent_run_id)})",
+    ]
+    if folds:
+        lines.append(
+            "; folds trained in this flow run: "
+            + ", ".join(f"[{name}]({run_link(tracking, rid)})" for name, rid in folds.items())
+        )
+    if not tracking.uri.startswith(("http://", "https://")):
+        lines += [
+            "",
+            f"(open with `mlflow ui --backend-store-uri {tracking.uri} --host 127.0.0.1`)",
+        ]
+    lines += ["", f"Submission: `{result.submission}`; model package: `{result.model_dir}`"]
+    return "\n".join(lines) + "\n"

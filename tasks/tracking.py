@@ -149,3 +149,26 @@ def end_run(tracking: Tracking, run_id: str, ok: bool) -> None:
 
 def as_dict(tracking: Tracking) -> dict[str, str]:
     return asdict(tracking)
+
+
+# Where people open MLflow when the tracking URI is a file store (`make server` starts it).
+MLFLOW_UI_ENV = "AUDIOTAG_MLFLOW_UI"
+
+
+def run_link(tracking: Tracking, run_id: str) -> str:
+    """The MLflow UI's address of a run: the tracking server's, else AUDIOTAG_MLFLOW_UI's."""
+    if tracking.uri.startswith(("http://", "https://")):
+        base = tracking.uri
+    else:
+        base = os.environ.get(MLFLOW_UI_ENV, "http://127.0.0.1:5000")
+    return f"{base.rstrip('/')}/#/experiments/{tracking.experiment_id}/runs/{run_id}"
+
+
+def child_runs(tracking: Tracking) -> dict[str, str]:
+    """Run name -> id of the parent run's nested runs (the folds this flow run trained)."""
+    runs = MlflowClient(tracking.uri).search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{tracking.parent_run_id}'",
+        max_results=1000,
+    )
+    return {r.info.run_name: r.info.run_id for r in sorted(runs, key=lambda r: r.info.run_name)}

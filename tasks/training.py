@@ -11,6 +11,7 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 
@@ -41,13 +42,31 @@ def fold_task_in(workdir: str) -> Task:
     )
 
 
+# Global concurrency limit that caps fold trainings on GPUs over every worker.
+GPU_LIMIT = "gpu"
+
+
+@contextmanager
+def gpu_slot(device: str) -> Iterator[None]:
+    """Holds one slot of the ``gpu`` global concurrency limit while a fold trains on a GPU.
+
+    The slot is taken once this process has a free GPU for the fold, so a fold waiting
+    for its own container's GPU never holds a slot another worker's idle GPU could use.
+    Without the limit (``prefect gcl create gpu --limit <GPUs>``) nothing is held back;
+    CPU folds take no slot (they take turns on the cores in the device pool).
+    """
+    if not device.startswith("cuda"):
+        yield
+        return
+    with concurrency(GPU_LIMIT, occupy=1, strict=False):
+        yield
+
+
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
-# The "gpu" tag is what a concurrency limit sized to the GPUs holds back
-# (`prefect concurrency-limit create gpu <n>`, see deployments/README.md).
 @task(
     persist_result=True,
     cache_policy=FOLD_CACHE,
-    tags=["fold", "gpu"],
+    tags=["fold"],
     retries=1,
     retry_delay_seconds=10,
 )
@@ -106,7 +125,7 @@ def train_stage_fold(
 
     ok = False
     try:
-        with device_pool().lease() as device:
+        with device_pool().lease() as device, gpu_slot(device):
             logger.info("%s on %s", name, device)
             result = train_fold(
                 Workspace(Path(workdir)),

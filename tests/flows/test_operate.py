@@ -1,0 +1,432 @@
+"""Operating audiotag through Prefect, as an operator does: a real `prefect server start`,
+deployments from prefect.yaml, a process worker, runs made through the REST calls of the
+UI's buttons, a retry from the API, a Dask cluster, and the UI itself in a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from audiotag.config import TrainOptions
+from audiotag.demo import write_demo_dataset
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+# A small run with the form's fields as a person would fill them in.
+OPTIONS = {"noisy_epochs": 1, "curated_epochs": 2, "tta": 1}
+OVERRIDES = {"model.widen": 0.25, "curated.min_steps": 0}
+FOLD_PARAMS = "fold"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    api: str
+    ui: str
+    env: dict[str, str]
+    tmp: Path
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30)
+
+    def prefect(self, *args: str, env: dict[str, str] | None = None) -> str:
+        out = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            cwd=ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def start_worker(self, name: str, **extra: str) -> subprocess.Popen:
+        env = {
+            **self.env,
+            "AUDIOTAG_HOME": str(ROOT),  # prefect.yaml's pull step
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "AUDIOTAG_CPU_THREADS": "1",  # as the Dask workers below: same arithmetic
+            **extra,
+        }
+        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "audiotag-cpu"]
+            + ["--type", "process", "--name", name, "--limit", "1"],
+            cwd=self.tmp,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def deployment_id(self, name: str) -> str:
+        with self.http() as c:
+            r = c.get(f"/deployments/name/audiotag-train/{name}")
+            r.raise_for_status()
+            return r.json()["id"]
+
+    def create_run(self, deployment: str, parameters: dict) -> httpx.Response:
+        """What the UI's Run button sends."""
+        with self.http() as c:
+            return c.post(
+                f"/deployments/{self.deployment_id(deployment)}/create_flow_run",
+                json={"parameters": parameters, "state": {"type": "SCHEDULED"}},
+            )
+
+    def wait(self, run_id: str, timeout: float = 600) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.http() as c:
+            while time.monotonic() < deadline:
+                run = c.get(f"/flow_runs/{run_id}").json()
+                if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+                    return run
+                time.sleep(1)
+        raise AssertionError(f"flow run {run_id} still {run['state']['name']} after {timeout}s")
+
+    def task_states(self, run_id: str) -> dict[str, str]:
+        """The newest state of each fold task run of a flow run, by name."""
+        with self.http() as c:
+            runs = c.post(
+                "/task_runs/filter",
+                json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200},
+            ).json()
+        newest: dict[str, dict] = {}
+        for r in runs:
+            if FOLD_PARAMS in r["name"]:
+                if r["name"] not in newest or r["created"] > newest[r["name"]]["created"]:
+                    newest[r["name"]] = r
+        return {name: r["state"]["name"] for name, r in newest.items()}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`prefect server start` on 127.0.0.1 with its own home and port, deployed to."""
+    tmp = tmp_path_factory.mktemp("operate")
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "AUDIOTAG_"))
+    }
+    env.update(
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",  # what the UI's pages call
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
+        time.sleep(1)
+    env["PREFECT_API_URL"] = api
+    srv = Server(api, f"http://127.0.0.1:{port}", env, tmp)
+    try:
+        srv.prefect("work-pool", "create", "audiotag-cpu", "--type", "process")
+        srv.prefect("work-pool", "create", "audiotag-gpu", "--type", "process")
+        srv.prefect("--no-prompt", "deploy", "--all")
+        yield srv
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def runs(server: Server) -> Iterator[dict]:
+    """Run B fails at noisy fold 3 and is retried from the API; run A completes at once."""
+    source = write_demo_dataset(server.tmp / "src", seed=3, scale=0.12)
+
+    def params(workdir: str) -> dict:
+        return {
+            "source": str(source),
+            "workdir": str(server.tmp / workdir),
+            "preset": "demo",
+            "options": OPTIONS,
+            "overrides": OVERRIDES,
+        }
+
+    out: dict = {"source": source, "params": params}
+    failing = server.start_worker("failing", AUDIOTAG_FAIL_FOLD="noisy:3")
+    try:
+        r = server.create_run("audiotag-train", params("work-b"))
+        assert r.status_code == 201, r.text
+        out["b"] = b = r.json()["id"]
+        out["b_failed"] = server.wait(b)
+        out["b_first"] = server.task_states(b)
+    finally:
+        _stop(failing)
+    worker = server.start_worker("worker")
+    try:
+        r = server.create_run("audiotag-train", params("work-a"))
+        assert r.status_code == 201, r.text
+        out["a"] = r.json()["id"]
+        out["a_run"] = server.wait(out["a"])
+        # The UI's Retry button.
+        with server.http() as c:
+            r = c.post(
+                f"/flow_runs/{b}/set_state",
+                json={
+                    "state": {"type": "SCHEDULED", "name": "AwaitingRetry"},
+                    "force": True,
+                },
+            )
+            assert r.status_code in (200, 201), r.text
+        out["b_run"] = server.wait(b)
+        out["b_second"] = server.task_states(b)
+        yield out
+    finally:
+        _stop(worker)
+
+
+def _parent_metrics(workdir: Path, flow_run_id: str) -> dict[str, float]:
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name("audiotag")
+    (run,) = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'"
+    )
+    return run.data.metrics
+
+
+def test_a_run_made_from_the_ui_completes_and_its_fold_table_matches_mlflow(
+    server: Server, runs: dict
+) -> None:
+    assert runs["a_run"]["state"]["type"] == "COMPLETED", (server.tmp / "worker.log").read_text()[
+        -3000:
+    ]
+    assert runs["a_run"]["parameters"]["options"] == OPTIONS
+    with server.http() as c:
+        arts = c.post(
+            "/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [runs["a"]]}, "type": {"any_": ["table"]}}},
+        ).json()
+    (table,) = [a for a in arts if a["key"] == "fold-scores"]
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    metrics = _parent_metrics(server.tmp / "work-a", runs["a"])
+    assert [r["fold"] for r in rows] == [1, 2, 3, 4, 5]
+    for r in rows:
+        k = r["fold"]
+        assert r["curated lwlrap"] == pytest.approx(
+            metrics[f"curated/fold_{k}/valid_lwlrap"], abs=5e-5
+        )
+        assert r["noisy lwlrap"] == pytest.approx(metrics[f"noisy/fold_{k}/valid_lwlrap"], abs=5e-5)
+    with server.http() as c:
+        arts = c.post(
+            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [runs["a"]]}}}
+        ).json()
+    kinds = {a["type"] for a in arts}
+    assert {"table", "markdown", "progress"} <= kinds
+    (summary,) = [a for a in arts if a["key"] == "run-summary"]
+    assert f"{metrics['oof/lwlrap']:.4f}" in summary["data"]
+    assert "#/experiments/" in summary["data"]  # links to the MLflow runs
+    # Every fold's progress artifact ended at 100%.
+    progress = [a for a in arts if a["type"] == "progress"]
+    assert len(progress) == 10
+    assert all(float(a["data"]) == pytest.approx(100.0) for a in progress)
+
+
+def test_retry_from_the_api_reruns_only_the_failed_fold(runs: dict) -> None:
+    assert runs["b_failed"]["state"]["type"] == "FAILED"
+    assert "noisy-fold-3" in runs["b_failed"]["state"]["message"]
+    assert runs["b_first"]["noisy-fold-3"] == "Failed"
+    assert runs["b_run"]["state"]["type"] == "COMPLETED"
+    second = runs["b_second"]
+    for k in (1, 2, 4, 5):
+        assert second[f"noisy-fold-{k}"] == "Cached"
+        assert second[f"curated-fold-{k}"] == "Cached"
+    assert second["noisy-fold-3"] == "Completed"
+    assert second["curated-fold-3"] == "Completed"
+
+
+def test_retrain_deployment_is_scheduled_weekly_on_the_gpu_pool(server: Server) -> None:
+    with server.http() as c:
+        dep = c.get("/deployments/name/audiotag-train/audiotag-retrain").json()
+    assert dep["work_pool_name"] == "audiotag-gpu"
+    assert dep["parameters"]["preset"] == "reference"
+    assert dep["parameters"]["source"] == "kaggle"
+    (schedule,) = dep["schedules"]
+    assert schedule["active"]
+    assert schedule["schedule"]["cron"] == "0 2 * * 1"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"preset": "giant"},
+        {"options": {"noisy_epochs": -1}},
+        {"options": {"curated_epochs": 0}},
+        {"options": {"batch_size": "many"}},
+        {"workdir": ""},
+    ],
+    ids=["unknown-preset", "negative-epochs", "zero-epochs", "batch-not-int", "empty-workdir"],
+)
+def test_the_server_refuses_bad_parameters_before_any_run(server: Server, bad: dict) -> None:
+    dep = server.deployment_id("audiotag-train")
+
+    def count() -> int:
+        with server.http() as c:
+            return c.post("/flow_runs/count", json={"deployments": {"id": {"any_": [dep]}}}).json()
+
+    before = count()
+    r = server.create_run("audiotag-train", bad)
+    assert r.status_code in (409, 422), r.text
+    assert "alidation" in r.text
+    assert count() == before
+
+
+def test_dask_cluster_gives_the_same_fold_scores(
+    server: Server, runs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import LocalCluster
+
+    from flows.train import train_flow
+
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AUDIOTAG_CPU_THREADS", "1")  # the workers inherit it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = runs["params"]("work-dask")
+    params["options"] = TrainOptions(**OPTIONS)
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        resources={"GPU": 1},
+    ) as cluster:
+        summary = train_flow(**params, dask_address=cluster.scheduler_address)
+    metrics = _parent_metrics(server.tmp / "work-a", runs["a"])
+    assert len(summary["folds"]) == 5
+    for f in summary["folds"]:
+        k = f["fold"]
+        assert f["noisy"] == pytest.approx(metrics[f"noisy/fold_{k}/valid_lwlrap"], abs=1e-6)
+        assert f["curated"] == pytest.approx(metrics[f"curated/fold_{k}/valid_lwlrap"], abs=1e-6)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+    return path
+
+
+def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
+    from playwright.sync_api import sync_playwright
+
+    dep = server.deployment_id("audiotag-train")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "ui-custom-run.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=_chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(f"{server.ui}/deployments/deployment/{dep}/run", wait_until="networkidle")
+            try:
+                page.get_by_text("preset", exact=False).first.wait_for(timeout=60_000)
+            finally:
+                text = page.inner_text("body")
+                page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert "preset" in text.lower()
+    assert "options" in text.lower()
+    assert shot.stat().st_size > 0
+
+
+def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tasks.training import gpu_slot
+
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    server.prefect("gcl", "create", "gpu", "--limit", "1")
+    inside: list[str] = []
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def fold(name: str, device: str) -> None:
+        with gpu_slot(device):
+            with lock:
+                inside.append(name)
+                events.append(("in", name))
+            time.sleep(0.5)
+            with lock:
+                # one GPU slot: no other GPU fold may be inside now
+                events.append(("peers", ",".join(n for n in inside if n != name)))
+                inside.remove(name)
+
+    def active_slots() -> int:
+        with server.http() as c:
+            return c.get("/v2/concurrency_limits/gpu").json()["active_slots"]
+
+    try:
+        threads = [threading.Thread(target=fold, args=(f"g{i}", "cuda:0")) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [e for e in events if e[0] == "peers"] == [("peers", "")] * 3
+        with gpu_slot("cpu"):
+            assert active_slots() == 0
+    finally:
+        with server.http() as c:
+            c.delete("/v2/concurrency_limits/gpu")
