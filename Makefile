@@ -15,7 +15,7 @@ GPUS ?= 1
 POOL ?= audiotag-cpu
 API := http://127.0.0.1:$(PREFECT_PORT)/api
 
-.PHONY: demo test format clean server deploy worker
+.PHONY: demo test format clean server deploy worker browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/audiotag run --source demo --preset demo --workdir $(WORKDIR)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check audiotag tasks flows tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The UI test drives Debian's chromium (Playwright downloads no browser).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the UI test"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench

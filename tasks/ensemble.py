@@ -88,9 +88,8 @@ def _summary(run_name: str, result: EnsembleResult, test: str, tracking: Trackin
         f"MLflow: [parent run]({run_link(tracking, tracking.parent_run_id)})",
     ]
     if folds:
-        lines.append(
-            "; folds trained in this flow run: "
-            + ", ".join(f"[{name}]({run_link(tracking, rid)})" for name, rid in folds.items())
+        lines[-1] += "; folds trained in this flow run: " + ", ".join(
+            f"[{name}]({run_link(tracking, rid)})" for name, rid in folds.items()
         )
     if not tracking.uri.startswith(("http://", "https://")):
         lines += [
