@@ -17,7 +17,7 @@ from audiotag.features import FeatureStore, build_feature_store
 from audiotag.layout import SAMPLE_SUBMISSION
 from audiotag.metrics import lwlrap, lwlrap_per_class
 from audiotag.predict import LoadedModel, ensemble
-from audiotag.storage import write_atomic, write_json_atomic
+from audiotag.storage import file_digest, write_atomic, write_json_atomic
 from audiotag.tagging import write_package
 from audiotag.train import EpochRecord, StageResult, train_stage
 
@@ -67,6 +67,10 @@ class Workspace:
     def run_dir(self, name: str) -> Path:
         return self.root / "runs" / name
 
+    def test_predictions(self, key: str) -> Path:
+        """The ensemble's test probabilities for one set of models and test-time settings."""
+        return self.root / "predictions" / f"test-{key}.npy"
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -93,6 +97,32 @@ def stage_key(config: TrainConfig, stage: Stage, fingerprint: str) -> str:
     if stage == "noisy":
         parts.pop("curated")
     return settings_hash(fingerprint, stage, json.dumps(parts, sort_keys=True))
+
+
+def fold_result_key(
+    config: TrainConfig,
+    stage: Stage,
+    fold: int,
+    fingerprint: str,
+    init_model: Path | None,
+) -> str:
+    """What determines a fold's result (SPEC §5), and nothing else.
+
+    The stage's own settings (``stage_key``: data, settings up to this stage, seed),
+    the fold, the bytes of the weights it starts from, and how validation clips are
+    scored (windows, pooling). Test-time settings (TTA passes, the ensemble mean) and a
+    later stage's settings are left out: changing them never retrains a fold.
+    """
+    scoring = (config.eval.window_overlap, config.eval.pooling)
+    init = file_digest(init_model) if init_model is not None else "scratch"
+    return settings_hash(stage_key(config, stage, fingerprint), fold, *scoring, init)
+
+
+def fold_model_path(
+    ws: Workspace, config: TrainConfig, stage: Stage, fold: int, fingerprint: str
+) -> Path:
+    """Where ``train_fold`` writes the stage's model for this fold."""
+    return ws.stage_dir(stage_key(config, stage, fingerprint), stage, fold) / "model.pt"
 
 
 def feature_key(config: TrainConfig, fingerprint: str) -> str:
@@ -144,7 +174,7 @@ def train_fold(
     """Trains ``stage`` on fold ``fold`` of its subset; resumes from checkpoints."""
     store = FeatureStore.open(store_dir)
     train_rows, valid_rows = split_fold(ws, stage, fold)
-    out_dir = ws.stage_dir(stage_key(config, stage, info.fingerprint), stage, fold)
+    out_dir = fold_model_path(ws, config, stage, fold, info.fingerprint).parent
     result = train_stage(
         data=store.data,
         train=to_clips(store, train_rows, info.vocab),
@@ -225,10 +255,7 @@ def predict_test(
     submission, test_score, by_name = None, None, {}
     if names:
         clips = to_clips(store, test_rows, info.vocab)
-        probs = [
-            LoadedModel(Path(r.model_path), device).predict(store.data, clips) for r in curated
-        ]
-        test_probs = ensemble(probs, config.eval.ensemble)
+        test_probs = _predict_test_clips(ws, store_dir, store, clips, config, curated, device)
         prior = truth.mean(axis=0)
         by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
         sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
@@ -249,9 +276,7 @@ def predict_test(
         "test_missing": [n for n in names if n not in by_name],
     }
     write_json_atomic(scores, run_dir / "scores.json")
-    model_dir = write_package(
-        [Path(r.model_path) for r in curated], run_dir / "model", config.eval.ensemble
-    )
+    model_dir = write_package([Path(r.model_path) for r in curated], run_dir / "model", config.eval)
     return EnsembleResult(
         str(run_dir),
         None if submission is None else str(submission),
@@ -262,3 +287,35 @@ def predict_test(
         tuple(r.valid_lwlrap for r in curated),
         str(model_dir),
     )
+
+
+def _predict_test_clips(
+    ws: Workspace,
+    store_dir: Path,
+    store: FeatureStore,
+    clips: Clips,
+    config: TrainConfig,
+    curated: list[StageResult],
+    device: str,
+) -> np.ndarray:
+    """The fold models' averaged TTA probabilities of the test clips, computed once.
+
+    They depend only on the model files' bytes, the features (the store's key holds
+    the dataset fingerprint and mel settings) and the test-time settings, so a re-run
+    whose folds all come from the cache reads them back instead of predicting again.
+    """
+    models = [Path(r.model_path) for r in curated]
+    key = settings_hash(store_dir.name, config.eval, *(file_digest(m) for m in models))
+    path = ws.test_predictions(key)
+    if path.exists():
+        return np.load(path)
+    probs = [LoadedModel(m, device).predict(store.data, clips, config.eval) for m in models]
+    out = ensemble(probs, config.eval.ensemble)
+    write_atomic(path, lambda tmp: _save_npy(tmp, out))
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    # np.save appends '.npy' to a path that lacks it (a temporary name does).
+    with path.open("wb") as f:
+        np.save(f, array)

@@ -120,7 +120,14 @@ def save_model(
         "stage": stage,
         "fold": fold,
     }
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, lambda tmp: _save_torch(payload, tmp))
+
+
+def _save_torch(payload: dict, path: Path) -> None:
+    # Through a file object: given a path, torch.save names the archive inside after
+    # the (temporary, random) file name, and equal models would get unequal bytes.
+    with path.open("wb") as f:
+        torch.save(payload, f)
 
 
 class LoadedModel:
@@ -142,9 +149,17 @@ class LoadedModel:
         self.model.to(self.device).eval()
 
     def predict(
-        self, data: np.ndarray, clips: Clips, tta: int | None = None, seed: int = 0
+        self, data: np.ndarray, clips: Clips, ev: EvalSettings | None = None, seed: int = 0
     ) -> np.ndarray:
+        """Clip probabilities with ``ev``'s windows, pooling and TTA passes.
+
+        Args:
+            ev: evaluation settings; None uses those of the run that trained the model.
+                A fold model found in the cache may come from a run with other test-time
+                settings, so the ensemble passes its own.
+        """
         cfg = self.config
+        ev = cfg.eval if ev is None else ev
         return predict_clips(
             self.model,
             data,
@@ -152,9 +167,9 @@ class LoadedModel:
             cfg.crop_frames,
             self.norm,
             self.size,
-            cfg.eval,
+            ev,
             cfg.augment,
-            cfg.eval.tta if tta is None else tta,
+            ev.tta,
             self.device,
             seed=seed,
         )

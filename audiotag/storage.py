@@ -7,6 +7,7 @@ that a later run would trust.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -54,6 +55,12 @@ def write_json_atomic(obj: Any, target: Path) -> Path:
 
 def write_text_atomic(text: str, target: Path) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (hex): what a model file's predictions depend on."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class BusyError(RuntimeError):

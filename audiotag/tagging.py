@@ -14,9 +14,10 @@ import soundfile as sf
 
 from audiotag.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
 from audiotag.batches import Clips
+from audiotag.config import EvalSettings, settings_hash
 from audiotag.features import LogMel, compute_logmel
 from audiotag.predict import LoadedModel, ensemble
-from audiotag.storage import write_json_atomic
+from audiotag.storage import file_digest, write_json_atomic
 
 PACKAGE_MANIFEST = "audiotag-model.json"
 
@@ -41,8 +42,13 @@ def find_audio(paths: list[Path]) -> list[Path]:
     return found
 
 
-def write_package(model_files: list[Path], out_dir: Path, how: str = "mean") -> Path:
-    """Copies fold model files into a model package directory with a manifest."""
+def write_package(model_files: list[Path], out_dir: Path, ev: EvalSettings) -> Path:
+    """Copies fold model files into a model package directory with a manifest.
+
+    The manifest holds the run's evaluation settings (windows, pooling, TTA passes,
+    ensemble mean), which tagging uses rather than those stored in each fold file:
+    a fold taken from the cache may have been trained by a run with other ones.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for i, path in enumerate(model_files):
@@ -51,10 +57,23 @@ def write_package(model_files: list[Path], out_dir: Path, how: str = "mean") -> 
         names.append(name)
     first = LoadedModel(out_dir / names[0])
     write_json_atomic(
-        {"models": names, "ensemble": how, "vocab": list(first.vocab), "format": 1},
+        {
+            "models": names,
+            "ensemble": ev.ensemble,
+            "eval": ev.model_dump(mode="json"),
+            "vocab": list(first.vocab),
+            "format": 1,
+        },
         out_dir / PACKAGE_MANIFEST,
     )
     return out_dir
+
+
+def package_digest(package: Path) -> str:
+    """A short hash of a package's files (manifest and fold models): equal packages, equal
+    digests, whichever run wrote them."""
+    files = sorted(p for p in package.iterdir() if p.is_file())
+    return settings_hash(*(f"{p.name}:{file_digest(p)}" for p in files))
 
 
 def resolve_package(path: Path) -> Path:
@@ -73,11 +92,15 @@ class Ensemble:
     def __init__(self, path: Path, device: str = "cpu") -> None:
         path = resolve_package(Path(path))
         self.path = path
+        # A lone model file predicts with the settings of the run that trained it.
+        self.eval: EvalSettings | None = None
         if path.is_file():
             files, self.how = [path], "mean"
         else:
             manifest = json.loads((path / PACKAGE_MANIFEST).read_text())
             files, self.how = [path / n for n in manifest["models"]], manifest["ensemble"]
+            if "eval" in manifest:
+                self.eval = EvalSettings.model_validate(manifest["eval"])
         self.models = [LoadedModel(f, device) for f in files]
         first = self.models[0]
         for m in self.models[1:]:
@@ -100,7 +123,7 @@ class Ensemble:
         offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
         data = np.concatenate(feats)
         clips = Clips(offsets, frames, np.zeros((len(feats), len(self.vocab)), np.float32))
-        return ensemble([m.predict(data, clips) for m in self.models], self.how)
+        return ensemble([m.predict(data, clips, self.eval) for m in self.models], self.how)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def build_package(root: Path, preset: str, vocab: tuple[str, ...], folds: int = 
         path.parent.mkdir(parents=True)
         save_model(path, model, vocab, config, Normalizer(-45.0, 18.0, 60.0), size, "curated", k)
         files.append(path)
-    return write_package(files, root / "model", config.eval.ensemble)
+    return write_package(files, root / "model", config.eval)
 
 
 class ForwardClock:

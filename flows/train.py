@@ -25,7 +25,7 @@ from tasks.data import (
 from tasks.ensemble import tta_ensemble
 from tasks.run import finish_tracking, start_tracking, tag_dataset
 from tasks.tracking import Tracking
-from tasks.training import fold_runner, fold_task_in
+from tasks.training import fold_runner, fold_task
 
 NO_OPTIONS = TrainOptions()
 
@@ -43,14 +43,13 @@ def _train_folds(
     dask_address: str | None,
 ) -> tuple[list[StageResult], list[StageResult]]:
     """Every noisy fold, then each curated fold as soon as its own noisy fold is done."""
-    fold_task = fold_task_in(workdir)
     common = {"workdir": workdir, "info": info, "store_dir": store, "config": config}
     folds = range(config.folds.n_folds)
     with fold_runner(dask_address) as submit:
         # A dataset without a noisy subset trains the curated stage from scratch.
         noisy = {
             k: submit(
-                fold_task.with_options(task_run_name=f"noisy-fold-{k + 1}"),
+                fold_task(workdir, info, config, "noisy", k),
                 **common,
                 stage="noisy",
                 fold=k,
@@ -62,7 +61,7 @@ def _train_folds(
         }
         curated = {
             k: submit(
-                fold_task.with_options(task_run_name=f"curated-fold-{k + 1}"),
+                fold_task(workdir, info, config, "curated", k),
                 **common,
                 stage="curated",
                 fold=k,

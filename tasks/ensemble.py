@@ -43,18 +43,24 @@ def tta_ensemble(
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)
     log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
-    version, alias = register_ensemble(
-        tracking, Path(result.model_dir), info.vocab, result.oof_lwlrap
-    )
-    get_run_logger().info(
-        "registered as %s version %s with alias '%s'%s",
-        MODEL_NAME,
-        version,
-        alias,
-        ""
-        if alias == "champion"
-        else " (it does not beat the champion's OOF lwlrap on this vocabulary)",
-    )
+    reg = register_ensemble(tracking, Path(result.model_dir), info.vocab, result.oof_lwlrap)
+    if not reg.new:
+        get_run_logger().info(
+            "the same models are registered already: %s version %s%s; not registered again",
+            MODEL_NAME,
+            reg.version,
+            f" (alias '{reg.alias}')" if reg.alias else "",
+        )
+    else:
+        get_run_logger().info(
+            "registered as %s version %s with alias '%s'%s",
+            MODEL_NAME,
+            reg.version,
+            reg.alias,
+            ""
+            if reg.alias == "champion"
+            else " (it does not beat the champion's OOF lwlrap on this vocabulary)",
+        )
     noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
     rows = [
         {

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from audiotag.serving import AudiotagModel, signature
+from audiotag.tagging import package_digest
 from tasks.tracking import Tracking
 
 MODEL_NAME = "audiotag"
@@ -27,21 +30,39 @@ def vocab_hash(vocab: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join(vocab).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Registration:
+    version: str
+    alias: str  # 'champion', 'challenger', or '' for an earlier version that has none now
+    new: bool  # False: the same package was already registered (a re-run from the cache)
+
+
 def register_ensemble(
     tracking: Tracking, package: Path, vocab: tuple[str, ...], oof_lwlrap: float
-) -> tuple[str, str]:
+) -> Registration:
     """Logs the package as a pyfunc model on the parent run and registers it.
 
     It gets the alias ``champion`` only when its OOF lwlrap beats the current
-    champion's on the same vocabulary; otherwise ``challenger``.
-
-    Returns:
-        ``(version, alias)``.
+    champion's on the same vocabulary; otherwise ``challenger``. A package whose
+    files equal those of a registered version (every fold from the cache) is not
+    registered again: that version is returned.
     """
-    mlflow.set_tracking_uri(tracking.uri)
     client = MlflowClient(tracking.uri)
+    digest = package_digest(package)
+    same = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and tags.package_digest = '{digest}'"
+    )
+    if same:
+        mv = max(same, key=lambda v: int(v.version))
+        alias = next((a for a in ("champion", "challenger") if a in mv.aliases), "")
+        return Registration(str(mv.version), alias, new=False)
+    # log_model has no tracking URI argument; set it only while logging, so that the
+    # process's MLflow default (MLFLOW_TRACKING_URI) is what it was for later calls.
     # MLflow's active run is thread-local: this task's thread owns it briefly.
-    with mlflow.start_run(run_id=tracking.parent_run_id, nested=False):
+    with (
+        _use_tracking_uri(tracking.uri),
+        mlflow.start_run(run_id=tracking.parent_run_id, nested=False),
+    ):
         info = mlflow.pyfunc.log_model(
             name="audiotag-ensemble",
             python_model=AudiotagModel(),
@@ -54,6 +75,7 @@ def register_ensemble(
     vh = vocab_hash(vocab)
     client.set_model_version_tag(MODEL_NAME, version, "oof_lwlrap", f"{oof_lwlrap:.6f}")
     client.set_model_version_tag(MODEL_NAME, version, "vocab_hash", vh)
+    client.set_model_version_tag(MODEL_NAME, version, "package_digest", digest)
     try:
         champ = client.get_model_version_by_alias(MODEL_NAME, "champion")
     except MlflowException:
@@ -64,4 +86,4 @@ def register_ensemble(
     )
     alias = "champion" if beats else "challenger"
     client.set_registered_model_alias(MODEL_NAME, alias, version)
-    return version, alias
+    return Registration(version, alias, new=True)

@@ -10,35 +10,66 @@ from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 
-from audiotag.config import Stage, TrainConfig
+from audiotag.config import Stage, TrainConfig, settings_hash
 from audiotag.devices import device_pool
-from audiotag.pipeline import DatasetInfo, Workspace, train_fold
+from audiotag.pipeline import (
+    DatasetInfo,
+    Workspace,
+    fold_model_path,
+    fold_result_key,
+    train_fold,
+)
 from audiotag.train import EpochRecord, StageResult
 from tasks.tracking import Tracking, end_run, flatten, log_artifact, log_metrics, start_child
 
-# The key leaves out the tracking record (new every flow run) and the flow-run id,
-# so a re-run finds the folds that already finished.
-FOLD_CACHE = (INPUTS - "tracking") + TASK_SOURCE
+
+def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The fold's result key (data, this stage's settings, fold, initial weights), and
+    where it is written. It leaves out the tracking record and the flow-run id (new every
+    run), later stages' settings and test-time settings, so a re-run finds every fold
+    whose result would not change."""
+    init: StageResult | None = parameters["init"]
+    return settings_hash(
+        fold_result_key(
+            parameters["config"],
+            parameters["stage"],
+            parameters["fold"],
+            parameters["info"].fingerprint,
+            Path(init.model_path) if init else None,
+        ),
+        parameters["workdir"],
+        parameters["store_dir"],
+    )
+
+
+FOLD_CACHE = CacheKeyFnPolicy(cache_key_fn=fold_cache_key) + TASK_SOURCE
 
 # A test (and an operator) can make one fold fail, e.g. "noisy:3".
 FAIL_ENV = "AUDIOTAG_FAIL_FOLD"
 
 
-def fold_task_in(workdir: str) -> Task:
-    """The fold task with its cache records and results kept under the work dir.
+def fold_task(
+    workdir: str, info: DatasetInfo, config: TrainConfig, stage: Stage, fold: int
+) -> Task:
+    """The task of one stage and fold, its cache records and results under the work dir.
 
     Everything a re-run needs to find finished folds then lives in one folder: put
-    the work dir on shared storage and a new container or worker finds them too.
+    the work dir on shared storage and a new container or worker finds them too. A
+    cached result whose model file is gone (``models/`` deleted to free space) is not
+    trusted: the fold trains again and its cache record is replaced.
     """
     ws = Workspace(Path(workdir))
+    model = fold_model_path(ws, config, stage, fold, info.fingerprint)
     return train_stage_fold.with_options(
+        task_run_name=f"{stage}-fold-{fold + 1}",
         cache_policy=FOLD_CACHE.configure(key_storage=str(ws.cache_keys)),
         result_storage=ws.results,  # a Path: local files, no block to save
+        refresh_cache=not model.exists(),
     )
 
 
@@ -63,10 +94,12 @@ def gpu_slot(device: str) -> Iterator[None]:
 
 
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
+# No tags: Prefect leases tag concurrency slots through the API for every tagged task
+# run, one request at a time, which held the folds' start back by ~2 s per flow run.
+# GPUs are guarded by the global `gpu` limit instead (gpu_slot).
 @task(
     persist_result=True,
     cache_policy=FOLD_CACHE,
-    tags=["fold"],
     retries=1,
     retry_delay_seconds=10,
 )

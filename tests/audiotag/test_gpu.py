@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audiotag.batches import augment_batch
-from audiotag.config import AugmentSettings
+from audiotag.config import AugmentSettings, EvalSettings
 from audiotag.predict import LoadedModel
 from tests.audiotag.test_train import synthetic_store, tiny_config
 
@@ -32,7 +32,7 @@ def test_training_on_cuda_learns_and_predicts(tmp_path: Path) -> None:
     )
     assert result.valid_lwlrap > 0.9
     model = LoadedModel(Path(result.model_path), "cuda:0")
-    probs = model.predict(data, clips.subset(np.arange(32, 48)), tta=1)
+    probs = model.predict(data, clips.subset(np.arange(32, 48)), EvalSettings(tta=1))
     assert probs.shape == (16, 2) and np.isfinite(probs).all()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audiotag.batches import Clips
-from audiotag.config import load_config
+from audiotag.config import EvalSettings, load_config
 from audiotag.features import PAD_DB
 from audiotag.predict import LoadedModel
 from audiotag.train import latest_checkpoint, train_stage
@@ -113,8 +113,8 @@ def test_model_file_predicts_alone_deterministically_over_the_whole_clip(tmp_pat
     long[-25:, 22:28] += 60
     store = np.concatenate([data, long])
     clip = Clips(np.array([len(data)]), np.array([400]), np.array([[0, 1]], dtype=np.float32))
-    a = model.predict(store, clip, tta=0)
-    b = model.predict(store, clip, tta=0)
+    a = model.predict(store, clip, EvalSettings(tta=0))
+    b = model.predict(store, clip, EvalSettings(tta=0))
     assert np.array_equal(a, b)
     assert a[0, 1] > 0.5 and a[0, 1] > a[0, 0]
 

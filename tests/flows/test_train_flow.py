@@ -4,6 +4,7 @@ then tagging with what it trained."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _task_states(flow_run_id) -> dict[str, str]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    return {r.name: r.state.name for r in runs if "fold" in r.name}
+    return {r.name: r.state.name for r in runs if r.name.startswith(("noisy-", "curated-"))}
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +86,40 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             )
             out["second"] = _task_states(out["state"].state_details.flow_run_id)
             out["summary"] = out["state"].result()
+            out["versions"] = _versions(out["summary"]["mlflow_uri"])
+            preds = list((workdir / "predictions").glob("*.npy"))
+            out["predictions"] = {p: p.stat().st_mtime_ns for p in preds}
+            # The same run again: every fold from the cache, nothing predicted again.
+            out["again"] = train_flow(
+                source=str(source),
+                workdir=str(workdir),
+                preset="demo",
+                overrides=TINY,
+                return_state=True,
+            )
+            out["third"] = _task_states(out["again"].state_details.flow_run_id)
+            out["versions_again"] = _versions(out["summary"]["mlflow_uri"])
+            # Noisy fold 2's weights deleted to free space, the curated stage longer and
+            # more TTA passes (tracked elsewhere: the registry above stays as it is).
+            shutil.rmtree(next(workdir.glob("models/noisy-*/fold-2")))
+            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/changed.db")
+            out["changed"] = train_flow(
+                source=str(source),
+                workdir=str(workdir),
+                preset="demo",
+                overrides={**TINY, "curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2},
+                return_state=True,
+            )
+            out["fourth"] = _task_states(out["changed"].state_details.flow_run_id)
             out["prefect_text"] = _prefect_records(
                 [out["failed"].state_details.flow_run_id, out["state"].state_details.flow_run_id]
             )
     return out
+
+
+def _versions(uri: str) -> list[str]:
+    client = MlflowClient(uri)
+    return sorted(v.version for v in client.search_model_versions("name = 'audiotag'"))
 
 
 def _prefect_records(flow_run_ids: list) -> str:
@@ -115,6 +146,38 @@ def test_failed_fold_reruns_alone_and_flow_completes(trained: dict) -> None:
         assert second[f"curated-fold-{k}"] == "Cached"
     assert second["noisy-fold-3"] == "Completed"
     assert second["curated-fold-3"] == "Completed"
+
+
+def test_a_cached_rerun_predicts_and_registers_nothing_again(trained: dict) -> None:
+    assert trained["again"].is_completed()
+    assert trained["third"] == {n: "Cached" for n in trained["second"]}
+    # The test predictions were read back, not written again.
+    (path, mtime), *rest = trained["predictions"].items()
+    assert not rest and path.stat().st_mtime_ns == mtime
+    again = trained["again"].result()
+    assert again["oof_lwlrap"] == trained["summary"]["oof_lwlrap"]
+    assert (
+        Path(again["submission"]).read_bytes()
+        == Path(trained["summary"]["submission"]).read_bytes()
+    )
+    # The same models are not registered as another version.
+    assert trained["versions_again"] == trained["versions"]
+
+
+def test_changing_a_later_stage_keeps_earlier_folds_and_lost_weights_are_retrained(
+    trained: dict,
+) -> None:
+    fourth = trained["fourth"]
+    assert trained["changed"].is_completed()
+    # Noisy folds do not depend on the curated settings or on TTA: cached, except the one
+    # whose weights were deleted, which trains again instead of pointing at a lost file.
+    assert [fourth[f"noisy-fold-{k}"] for k in (1, 3, 4, 5)] == ["Cached"] * 4
+    assert fourth["noisy-fold-2"] == "Completed"
+    assert next(trained["workdir"].glob("models/noisy-*/fold-2/model.pt")).exists()
+    assert {fourth[f"curated-fold-{k}"] for k in range(1, 6)} == {"Completed"}
+    changed = trained["changed"].result()
+    manifest = json.loads((Path(changed["model"]) / "audiotag-model.json").read_text())
+    assert manifest["eval"]["tta"] == 2
 
 
 def test_submission_follows_sample_submission(trained: dict) -> None:
@@ -298,8 +361,6 @@ def test_registered_champion_is_served_over_http(trained: dict) -> None:
 
 
 def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: Path) -> None:
-    import shutil
-
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.tag import tag_audio_flow
