@@ -179,15 +179,17 @@ class TrainBatches:
         aug: AugmentSettings | None,
         size: int | None,
         device: torch.device,
+        n_batches: int | None = None,
     ) -> None:
+        """``n_batches`` per epoch: None is one pass over the clips, the last partial
+        batch dropped (fastai's default for training) unless there is no full batch;
+        more draws every clip several times (see ``StageSettings.batches_per_epoch``)."""
         if len(clips) == 0:
             raise ValueError("no training clips")
         self.data, self.clips, self.bs, self.width = data, clips, batch_size, width
         self.norm, self.aug, self.size, self.device = norm, aug, size, device
         self.device_data = store_on_device(data, device)
-        # Drop the last partial batch (fastai's default for training) unless
-        # there is no full batch at all.
-        self.n_batches = max(1, len(clips) // batch_size)
+        self.n_batches = n_batches or max(1, len(clips) // batch_size)
         self.seed = 0
 
     def set_epoch(self, seed: int) -> None:
@@ -200,7 +202,10 @@ class TrainBatches:
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self.seed)
-        order = rng.permutation(len(self.clips))
+        # Passes over the clips, each in a new order, for as many batches as asked.
+        n = len(self.clips)
+        passes = max(1, math.ceil(self.n_batches * min(self.bs, n) / n))
+        order = np.concatenate([rng.permutation(n) for _ in range(passes)])
         pin = self.device.type == "cuda"
         for i in range(self.n_batches):
             idx = order[i * self.bs : (i + 1) * self.bs]

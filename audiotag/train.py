@@ -208,8 +208,8 @@ class _StageRun:
             config.augment,
             None,
             device,
+            self.settings.batches_per_epoch(len(train), from_scratch=init_weights is None),
         )
-        self.settings = self.settings.for_data(len(self.batches))
         self.learn: Learner | None = None
         self.size: int | None = None
 

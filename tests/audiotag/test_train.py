@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotag.batches import Clips
+from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import EvalSettings, load_config
 from audiotag.features import PAD_DB
 from audiotag.predict import LoadedModel
@@ -119,12 +119,31 @@ def test_model_file_predicts_alone_deterministically_over_the_whole_clip(tmp_pat
     assert a[0, 1] > 0.5 and a[0, 1] > a[0, 0]
 
 
-def test_small_data_gets_enough_steps() -> None:
+def test_small_data_gets_enough_steps_in_the_same_epochs(tmp_path: Path) -> None:
     stage = load_config("demo").curated
-    assert stage.for_data(12) is stage  # the demo's own size: as given
-    scaled = stage.for_data(2)  # 32 clips at batch 16
-    assert scaled.epochs * 2 >= stage.min_steps
-    assert [c.lr for c in scaled.cycles] == [c.lr for c in stage.cycles]
+    big = 100 * stage.batch_size * stage.scratch_min_steps
+    assert stage.batches_per_epoch(big, from_scratch=True) == big // stage.batch_size
+    # 40 clips: a few batches a pass; more steps from scratch than from earlier weights.
+    assert stage.batches_per_epoch(40, False) * stage.epochs >= stage.min_steps
+    assert stage.batches_per_epoch(40, True) * stage.epochs >= stage.scratch_min_steps
+    assert stage.scratch_min_steps > stage.min_steps
+    config = tiny_config(**{"noisy.min_steps": 40, "noisy.batch_size": 8})
+    data, clips = synthetic_store(n=48)
+    result = run(tmp_path, config, data, clips)  # 32 training clips: 4 batches of 8
+    epochs = config.noisy.epochs
+    assert len(result.history) == epochs  # validated and checkpointed per epoch as set
+    assert len(result.lrs) >= 40 and len(result.lrs) == epochs * (len(result.lrs) // epochs)
+
+
+def test_every_clip_is_drawn_evenly_when_an_epoch_draws_more_batches() -> None:
+    data, clips = synthetic_store(n=10)
+    clips = Clips(clips.offsets, clips.frames, np.eye(10, dtype=np.float32))  # y names the clip
+    norm = measure_normalizer(data, clips, 16, 60.0, 0)
+    batches = TrainBatches(data, clips, 4, 16, norm, None, None, torch.device("cpu"), 10)
+    targets = [y for _, y in batches]
+    assert len(targets) == 10 and all(len(y) == 4 for y in targets)
+    # 40 draws of 10 clips: 4 shuffled passes, every clip 4 times.
+    assert torch.cat(targets).sum(dim=0).tolist() == [4.0] * 10
 
 
 def test_tta_of_a_clip_does_not_depend_on_its_batch_company(tmp_path: Path) -> None:

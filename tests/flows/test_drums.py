@@ -38,13 +38,8 @@ def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
             writer.writerow([row["fname"], row["labels"]])
     workdir = isolated_env / "work"
     with prefect_test_harness(server_startup_timeout=60):
-        # The demo preset as a new user would run it, with a smaller batch for 38 clips.
-        summary = train_flow(
-            source=str(data),
-            workdir=str(workdir),
-            preset="demo",
-            overrides={"curated.batch_size": 8},
-        )
+        # The demo preset as a new user would run it: no settings changed.
+        summary = train_flow(source=str(data), workdir=str(workdir), preset="demo")
     assert summary["submission"] is None and summary["test_lwlrap"] is None
 
     folds = pq.read_table(workdir / "folds.parquet").to_pylist()
@@ -65,4 +60,6 @@ def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
     score = lwlrap(np.array(truth), np.array(scores))
     assert len(truth) == 48
     print(f"drums: held-out lwlrap {score:.3f}, chance {CHANCE:.3f}")
-    assert score > CHANCE + 0.15, f"held-out lwlrap {score:.3f} vs chance {CHANCE:.3f}"
+    # Measured 0.755 on the development machine (0.60-0.69 before a stage trained from
+    # scratch got its 400 steps); the margin allows for other CPUs' arithmetic.
+    assert score > CHANCE + 0.25, f"held-out lwlrap {score:.3f} vs chance {CHANCE:.3f}"
