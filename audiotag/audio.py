@@ -38,6 +38,10 @@ def read_audio(path: Path | str | BinaryIO, name: str | None = None) -> tuple[np
     """
     source = path if hasattr(path, "read") else str(path)
     path = name or str(path) if hasattr(path, "read") else path
+    if isinstance(source, str) and not Path(source).is_file():
+        # libsndfile says only "System error" for these.
+        what = "a directory, not an audio file" if Path(source).is_dir() else "no such file"
+        raise AudioReadError(path, what)
     try:
         data, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:

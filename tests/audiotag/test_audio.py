@@ -34,6 +34,14 @@ def test_broken_files_raise_the_documented_error_naming_the_file(
         read_audio(path)
 
 
+def test_a_missing_file_or_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(AudioReadError, match=r"gone\.wav: no such file"):
+        read_audio(tmp_path / "gone.wav")
+    (tmp_path / "dir.wav").mkdir()
+    with pytest.raises(AudioReadError, match=r"dir\.wav: a directory"):
+        read_audio(tmp_path / "dir.wav")
+
+
 def test_nan_samples_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "nan.wav"
     sf.write(path, np.array([0.1, np.nan, 0.2], dtype=np.float32), 8000, subtype="FLOAT")
