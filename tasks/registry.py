@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +12,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from audiotag.serving import AudiotagModel, signature
+import audiotag
+from audiotag.serving import signature
 from audiotag.tagging import package_digest
 from tasks.tracking import Tracking
 
 MODEL_NAME = "audiotag"
+# Logged from code (the file), not as a pickled object.
+SERVING_MODEL = str(Path(audiotag.__file__).with_name("serving_model.py"))
 REQUIREMENTS = [
     "torch==2.14.1",
     "torchaudio==2.11.0",
@@ -62,10 +66,13 @@ def register_ensemble(
     with (
         _use_tracking_uri(tracking.uri),
         mlflow.start_run(run_id=tracking.parent_run_id, nested=False),
+        warnings.catch_warnings(),
     ):
+        # The signature is given; an input example would only run the model once more.
+        warnings.filterwarnings("ignore", message="An input example was not provided")
         info = mlflow.pyfunc.log_model(
             name="audiotag-ensemble",
-            python_model=AudiotagModel(),
+            python_model=SERVING_MODEL,
             artifacts={"package": str(package)},
             signature=signature(vocab),
             pip_requirements=REQUIREMENTS,
