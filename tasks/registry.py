@@ -69,7 +69,7 @@ def register_ensemble(
         warnings.catch_warnings(),
     ):
         # The signature is given; an input example would only run the model once more.
-        warnings.filterwarnings("ignore", message="An input example was not provided")
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
         info = mlflow.pyfunc.log_model(
             name="audiotag-ensemble",
             python_model=SERVING_MODEL,
