@@ -212,6 +212,8 @@ class _StageRun:
         )
         self.learn: Learner | None = None
         self.size: int | None = None
+        # The last epoch's scores, when this process validated it: the stage's result.
+        self.final: tuple[float, float, np.ndarray] | None = None
 
     def evaluate(self) -> tuple[float, float, np.ndarray]:
         probs = predict_clips(
@@ -228,7 +230,12 @@ class _StageRun:
         return score, _bce(self.valid.targets, probs), probs
 
     def finish_epoch(self, epoch: int, cycle: int, train_loss: float, seconds: float) -> None:
-        score, vloss, _ = self.evaluate()
+        every, last = self.settings.valid_every, self.settings.epochs
+        if epoch % every == 0 or epoch == last:
+            score, vloss, probs = self.evaluate()
+            self.final = (score, vloss, probs) if epoch == last else None
+        else:
+            score = vloss = math.nan
         rec = EpochRecord(
             self.stage,
             self.fold,
@@ -310,7 +317,7 @@ class _StageRun:
                 cycle.epochs, cbs=[ParamScheduler(sched)], start_epoch=max(0, done - first)
             )
             first = last
-        score, vloss, probs = self.evaluate()
+        score, vloss, probs = self.final or self.evaluate()
         model_path = self.out_dir / "model.pt"
         save_model(
             model_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,11 +129,11 @@ def train_stage_fold(
     progress = create_progress_artifact(0.0, description=f"{name}: starting")
 
     def on_epoch(rec: EpochRecord) -> None:
+        scored = "" if math.isnan(rec.valid_lwlrap) else f", valid lwlrap {rec.valid_lwlrap:.4f}"
         update_progress_artifact(
             progress,
             100.0 * rec.epoch / rec.epochs,
-            description=f"{name}: epoch {rec.epoch}/{rec.epochs}, "
-            f"valid lwlrap {rec.valid_lwlrap:.4f}",
+            description=f"{name}: epoch {rec.epoch}/{rec.epochs}{scored}",
         )
         logger.info(
             "%s epoch %d/%d  train/loss %.4f  valid/loss %.4f  valid/lwlrap %.4f  (%.0fs)",

@@ -135,6 +135,16 @@ def test_small_data_gets_enough_steps_in_the_same_epochs(tmp_path: Path) -> None
     assert len(result.lrs) >= 40 and len(result.lrs) == epochs * (len(result.lrs) // epochs)
 
 
+def test_validation_every_few_epochs_and_after_the_last(tmp_path: Path) -> None:
+    config = tiny_config(**{"noisy.valid_every": 3})  # 4 epochs: scored after 3 and 4
+    data, clips = synthetic_store()
+    result = run(tmp_path, config, data, clips)
+    scored = [not np.isnan(h["valid_lwlrap"]) for h in result.history]
+    assert scored == [False, False, True, True]
+    assert result.valid_lwlrap == result.history[-1]["valid_lwlrap"]
+    assert load_config("reference").noisy.valid_every > 1  # the costly whole-clip pass
+
+
 def test_every_clip_is_drawn_evenly_when_an_epoch_draws_more_batches() -> None:
     data, clips = synthetic_store(n=10)
     clips = Clips(clips.offsets, clips.frames, np.eye(10, dtype=np.float32))  # y names the clip
