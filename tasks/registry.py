@@ -57,7 +57,8 @@ def register_ensemble(
         f"name = '{MODEL_NAME}' and tags.package_digest = '{digest}'"
     )
     if same:
-        mv = max(same, key=lambda v: int(v.version))
+        newest = max(int(v.version) for v in same)
+        mv = client.get_model_version(MODEL_NAME, str(newest))  # search leaves aliases out
         alias = next((a for a in ("champion", "challenger") if a in mv.aliases), "")
         return Registration(str(mv.version), alias, new=False)
     # log_model has no tracking URI argument; set it only while logging, so that the

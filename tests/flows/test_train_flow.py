@@ -112,7 +112,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             )
             out["fourth"] = _task_states(out["changed"].state_details.flow_run_id)
             out["prefect_text"] = _prefect_records(
-                [out["failed"].state_details.flow_run_id, out["state"].state_details.flow_run_id]
+                [out[k].state_details.flow_run_id for k in ("failed", "state", "again", "changed")]
             )
     return out
 
@@ -162,6 +162,7 @@ def test_a_cached_rerun_predicts_and_registers_nothing_again(trained: dict) -> N
     )
     # The same models are not registered as another version.
     assert trained["versions_again"] == trained["versions"]
+    assert "registered already: audiotag version 1 (alias 'champion')" in trained["prefect_text"]
 
 
 def test_changing_a_later_stage_keeps_earlier_folds_and_lost_weights_are_retrained(
