@@ -57,6 +57,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     source = write_demo_dataset(tmp / "src", seed=3, scale=0.12)
     workdir = tmp / "work"
     out: dict = {"source": source, "workdir": workdir}
+
+    def run(overrides: dict = TINY):  # the flow run's final State
+        return train_flow(
+            source=str(source),
+            workdir=str(workdir),
+            preset="demo",
+            overrides=overrides,
+            return_state=True,
+        )
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PREFECT_HOME", str(tmp / "prefect-home"))
         mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp / "prefect-results"))
@@ -68,47 +78,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("KAGGLE_KEY", PLANTED)
         with prefect_test_harness(server_startup_timeout=60):
             mp.setenv(FAIL_ENV, "noisy:3")
-            out["failed"] = train_flow(
-                source=str(source),
-                workdir=str(workdir),
-                preset="demo",
-                overrides=TINY,
-                return_state=True,
-            )
+            out["failed"] = run()
             out["first"] = _task_states(out["failed"].state_details.flow_run_id)
             mp.delenv(FAIL_ENV)
-            out["state"] = train_flow(
-                source=str(source),
-                workdir=str(workdir),
-                preset="demo",
-                overrides=TINY,
-                return_state=True,
-            )
+            out["state"] = run()
             out["second"] = _task_states(out["state"].state_details.flow_run_id)
             out["summary"] = out["state"].result()
             out["versions"] = _versions(out["summary"]["mlflow_uri"])
             preds = list((workdir / "predictions").glob("*.npy"))
             out["predictions"] = {p: p.stat().st_mtime_ns for p in preds}
             # The same run again: every fold from the cache, nothing predicted again.
-            out["again"] = train_flow(
-                source=str(source),
-                workdir=str(workdir),
-                preset="demo",
-                overrides=TINY,
-                return_state=True,
-            )
+            out["again"] = run()
             out["third"] = _task_states(out["again"].state_details.flow_run_id)
             out["versions_again"] = _versions(out["summary"]["mlflow_uri"])
             # Noisy fold 2's weights deleted to free space, the curated stage longer and
             # more TTA passes (tracked elsewhere: the registry above stays as it is).
             shutil.rmtree(next(workdir.glob("models/noisy-*/fold-2")))
             mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/changed.db")
-            out["changed"] = train_flow(
-                source=str(source),
-                workdir=str(workdir),
-                preset="demo",
-                overrides={**TINY, "curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2},
-                return_state=True,
+            out["changed"] = run(
+                {**TINY, "curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2}
             )
             out["fourth"] = _task_states(out["changed"].state_details.flow_run_id)
             out["prefect_text"] = _prefect_records(
