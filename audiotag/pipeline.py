@@ -86,9 +86,18 @@ class DatasetInfo:
     def count(self, subset: str) -> int:
         return dict(self.counts).get(subset, 0)
 
+    @property
+    def model_key(self) -> str:
+        """What of the data a model depends on: the kept files with their labels (the
+        fingerprint) and the vocabulary, its output columns (a new column in
+        sample_submission.csv changes the vocabulary, not the fingerprint)."""
+        return settings_hash(self.fingerprint, *self.vocab)
 
-def stage_key(config: TrainConfig, stage: Stage, fingerprint: str) -> str:
+
+def stage_key(config: TrainConfig, stage: Stage, data_key: str) -> str:
     """What determines a stage's weights: data, settings up to this stage, seed.
+
+    ``data_key`` is ``DatasetInfo.model_key`` (kept files, labels, vocabulary).
 
     Evaluation settings are left out (they do not change weights); the curated
     key includes the noisy settings, since it starts from noisy weights.
@@ -96,14 +105,14 @@ def stage_key(config: TrainConfig, stage: Stage, fingerprint: str) -> str:
     parts = config.model_dump(mode="json", exclude={"eval", "preset"})
     if stage == "noisy":
         parts.pop("curated")
-    return settings_hash(fingerprint, stage, json.dumps(parts, sort_keys=True))
+    return settings_hash(data_key, stage, json.dumps(parts, sort_keys=True))
 
 
 def fold_result_key(
     config: TrainConfig,
     stage: Stage,
     fold: int,
-    fingerprint: str,
+    data_key: str,
     init_model: Path | None,
 ) -> str:
     """What determines a fold's result (SPEC §5), and nothing else.
@@ -115,14 +124,14 @@ def fold_result_key(
     """
     scoring = (config.eval.window_overlap, config.eval.pooling)
     init = file_digest(init_model) if init_model is not None else "scratch"
-    return settings_hash(stage_key(config, stage, fingerprint), fold, *scoring, init)
+    return settings_hash(stage_key(config, stage, data_key), fold, *scoring, init)
 
 
 def fold_model_path(
-    ws: Workspace, config: TrainConfig, stage: Stage, fold: int, fingerprint: str
+    ws: Workspace, config: TrainConfig, stage: Stage, fold: int, data_key: str
 ) -> Path:
     """Where ``train_fold`` writes the stage's model for this fold."""
-    return ws.stage_dir(stage_key(config, stage, fingerprint), stage, fold) / "model.pt"
+    return ws.stage_dir(stage_key(config, stage, data_key), stage, fold) / "model.pt"
 
 
 def feature_key(config: TrainConfig, fingerprint: str) -> str:
@@ -174,7 +183,7 @@ def train_fold(
     """Trains ``stage`` on fold ``fold`` of its subset; resumes from checkpoints."""
     store = FeatureStore.open(store_dir)
     train_rows, valid_rows = split_fold(ws, stage, fold)
-    out_dir = fold_model_path(ws, config, stage, fold, info.fingerprint).parent
+    out_dir = fold_model_path(ws, config, stage, fold, info.model_key).parent
     result = train_stage(
         data=store.data,
         train=to_clips(store, train_rows, info.vocab),

@@ -40,7 +40,7 @@ def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:
             parameters["config"],
             parameters["stage"],
             parameters["fold"],
-            parameters["info"].fingerprint,
+            parameters["info"].model_key,
             Path(init.model_path) if init else None,
         ),
         parameters["workdir"],
@@ -65,7 +65,7 @@ def fold_task(
     trusted: the fold trains again and its cache record is replaced.
     """
     ws = Workspace(Path(workdir))
-    model = fold_model_path(ws, config, stage, fold, info.fingerprint)
+    model = fold_model_path(ws, config, stage, fold, info.model_key)
     return train_stage_fold.with_options(
         task_run_name=f"{stage}-fold-{fold + 1}",
         cache_policy=FOLD_CACHE.configure(key_storage=str(ws.cache_keys)),

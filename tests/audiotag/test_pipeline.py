@@ -7,7 +7,7 @@ import pytest
 from audiotag.config import load_config
 from audiotag.pipeline import fold_result_key
 
-FP = "fingerprint0"
+FP = "datakey0"
 
 
 def key(stage: str = "noisy", fold: int = 0, init: Path | None = None, **overrides) -> str:
@@ -53,3 +53,12 @@ def test_curated_key_follows_its_settings_and_its_initial_weights(tmp_path: Path
     assert key("curated", init=a, **{"curated.batch_size": 8}) != key("curated", init=a)
     assert key("curated", init=a, **{"eval.tta": 5}) == key("curated", init=a)
     assert key("noisy", fold=1) != key("noisy", fold=0)
+
+
+def test_a_new_vocabulary_column_changes_the_models_key() -> None:
+    from audiotag.pipeline import DatasetInfo
+
+    a = DatasetInfo("d", "fp", ("Bark", "Meow"), 10, 0)
+    b = DatasetInfo("d", "fp", ("Bark", "Meow", "Purr"), 10, 0)
+    assert a.model_key != b.model_key
+    assert a.model_key == DatasetInfo("elsewhere", "fp", ("Bark", "Meow"), 9, 1).model_key
