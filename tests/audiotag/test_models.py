@@ -40,3 +40,21 @@ def test_blurpool_is_less_shift_sensitive_than_maxpool() -> None:
     d_blur = (blur(x) - blur(shifted)).abs().mean()
     d_mp = (mp(x) - mp(shifted)).abs().mean()
     assert d_blur < d_mp
+
+
+def test_models_are_channels_last_and_weights_move_between_layouts() -> None:
+    """Models are built channels_last (faster on CPU and GPU); a model file written in
+    either layout loads into the other and predicts the same."""
+    settings = load_config("demo").model
+    torch.manual_seed(0)
+    model = build_model(settings, 6).eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    plain = build_model(settings, 6).to(memory_format=torch.contiguous_format).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x), atol=1e-5, rtol=1e-4)
+        again = build_model(settings, 6).eval()
+        again.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(again(x), model(x), atol=1e-5, rtol=1e-4)
