@@ -1,4 +1,5 @@
-"""Placing folds on devices: one fold per visible GPU at a time, one at a time on CPU."""
+"""Placing folds on devices: one fold per visible GPU at a time; on CPU, a few folds at
+once, each on its own share of the cores."""
 
 from __future__ import annotations
 
@@ -12,40 +13,75 @@ import torch
 
 THREADS_ENV = "AUDIOTAG_CPU_THREADS"
 
+# Folds that train at once on CPU, at most: a stage has 5 folds in both presets, and
+# more Python threads than that would wait on each other for the interpreter.
+MAX_CPU_FOLDS = 5
 
-def cpu_threads() -> int:
-    """Threads a fold trains with on CPU: every core, or AUDIOTAG_CPU_THREADS.
 
-    Set it where several processes train at once on one machine (Dask workers:
-    cores / workers), so that they share the cores instead of fighting over them.
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_threads(cores: int | None = None) -> int:
+    """Threads each fold trains with on CPU: AUDIOTAG_CPU_THREADS, else the cores
+    shared out between up to MAX_CPU_FOLDS folds (1 on machines of up to 9 cores).
+
+    A small network's training step is a long chain of small operations that one
+    core runs nearly as fast as two, so two folds on one core each train 1.3-1.5x
+    faster in all than one fold on both (bench/train_throughput.py). The count
+    depends on the machine, never on which folds happen to run together, so a fold
+    trains the same on every run here.
     """
-    return max(1, int(os.environ.get(THREADS_ENV) or 0) or os.cpu_count() or 1)
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cores = cores or cpu_cores()
+    return max(1, cores // MAX_CPU_FOLDS)
+
+
+def cpu_slots(cores: int | None = None) -> int:
+    """Folds that train at once on CPU: the cores over the threads each takes."""
+    cores = cores or cpu_cores()
+    return max(1, min(MAX_CPU_FOLDS, cores // cpu_threads(cores)))
 
 
 class DevicePool:
     """Hands out devices to concurrent fold trainings in this process.
 
-    With N visible GPUs, N folds train at once, each on its own GPU; on a CPU
-    machine folds take turns, each using every core (two folds sharing two
-    cores only slow each other down).
+    With N visible GPUs, N folds train at once, each on its own GPU. On a CPU
+    machine, ``cpu_slots()`` folds train at once with ``cpu_threads()`` threads
+    each (PyTorch's thread count is per calling thread).
     """
 
     def __init__(self, devices: list[str] | None = None) -> None:
         if devices is None:
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            devices = [f"cuda:{i}" for i in range(n)] or ["cpu"]
+            devices = [f"cuda:{i}" for i in range(n)] or ["cpu"] * cpu_slots()
         self._free: queue.Queue[str] = queue.Queue()
         for d in devices:
             self._free.put(d)
 
     @contextmanager
-    def lease(self) -> Iterator[str]:
+    def lease(self, threads: int | None = None) -> Iterator[str]:
+        """A free device for the calling thread, until the block ends.
+
+        Args:
+            threads: on CPU, the threads to compute with (default ``cpu_threads()``);
+                work that runs alone, such as the test predictions after every fold,
+                takes every core.
+        """
         device = self._free.get()
         try:
             if device.startswith("cuda"):
                 torch.cuda.set_device(device)
             else:
-                torch.set_num_threads(cpu_threads())
+                # A thread's first torch call sets its thread count to the last one set
+                # in any thread; make that call first, so that this thread keeps its own.
+                torch.get_num_threads()
+                torch.set_num_threads(threads or cpu_threads())
             yield device
         finally:
             self._free.put(device)

@@ -9,6 +9,7 @@ import hashlib
 import math
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,38 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
+# torch's global generator is shared by every thread of the process, and folds train in
+# threads at once (one per GPU, a few on CPU): what draws from it does so under this lock
+# (initial weights), and everything else draws from the fold's own generators.
+_GLOBAL_RNG = threading.Lock()
+
+
+class SeededMixUp(MixUp):
+    """fastai's MixUp with its Beta draws and pairings from its own generator.
+
+    fastai's draws from torch's global generator, which folds training at once in
+    one process would share, so a fold's result would depend on its neighbours'.
+    ``rng`` is reseeded every epoch (``_EpochLoop``), so a resumed fold draws alike.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__(alpha)
+        self.alpha = alpha
+        self.rng = np.random.default_rng(0)
+
+    def before_batch(self) -> None:
+        n = self.y.size(0)
+        lam = torch.from_numpy(self.rng.beta(self.alpha, self.alpha, n).astype(np.float32))
+        self.lam = torch.maximum(lam, 1 - lam).to(self.x.device)
+        shuffle = torch.from_numpy(self.rng.permutation(n)).to(self.x.device)
+        xb1, self.yb1 = tuple(L(self.xb).itemgot(shuffle)), tuple(L(self.yb).itemgot(shuffle))
+        weight = self.lam.view(-1, *[1] * (self.x.dim() - 1))
+        self.learn.xb = tuple(L(xb1, self.xb).map_zip(torch.lerp, weight=weight))
+        if not self.stack_y:
+            weight = self.lam.view(-1, *[1] * (self.y.dim() - 1))
+            self.learn.yb = tuple(L(self.yb1, self.yb).map_zip(torch.lerp, weight=weight))
+
+
 def build_learner(
     model: nn.Module,
     batches: TrainBatches,
@@ -110,7 +143,7 @@ def build_learner(
     device: torch.device,
 ) -> Learner:
     """The one place a fastai Learner is made: BCE with logits, Ranger, optional Mixup."""
-    all_cbs = list(cbs) + ([MixUp(mixup_alpha)] if mixup_alpha else [])
+    all_cbs = list(cbs) + ([SeededMixUp(mixup_alpha)] if mixup_alpha else [])
     learn = Learner(
         DataLoaders(batches, []),
         model,
@@ -144,7 +177,9 @@ class _EpochLoop(Callback):
         self.losses: list[float] = []
         seed = self.run.seed * 10_000 + self.first_epoch + self.epoch
         self.run.batches.set_epoch(seed)
-        torch.manual_seed(seed)  # Mixup's Beta draws and permutations
+        for cb in self.learn.cbs:
+            if isinstance(cb, SeededMixUp):
+                cb.rng = np.random.default_rng([seed, 1])
 
     def after_batch(self) -> None:
         if self.training:
@@ -190,8 +225,9 @@ class _StageRun:
         self.ckpt_dir = out_dir / "checkpoints"
         self.history: list[dict] = []
         self.lrs: list[float] = []
-        torch.manual_seed(self.seed)
-        self.model = build_model(config.model, len(vocab))
+        with _GLOBAL_RNG:
+            torch.manual_seed(self.seed)
+            self.model = build_model(config.model, len(vocab))
         if init_weights is not None:
             payload = torch.load(init_weights, map_location="cpu", weights_only=True)
             self.model.load_state_dict(payload["state_dict"])
@@ -261,7 +297,6 @@ class _StageRun:
             "opt": _plain(self.learn.opt.state_dict()),
             "history": self.history,
             "lrs": self.lrs,
-            "torch_rng": torch.get_rng_state(),
         }
         path = self.ckpt_dir / f"epoch-{epoch:04d}.pt"
         try:

@@ -1,9 +1,11 @@
-"""Training images/s of the reference model on this device, at 128 and 256 px.
+"""Training images/s of the reference and demo models on this device.
 
     python bench/train_throughput.py [--tiny] [--write]
 
 Each step is what a training step costs in audiotag: forward, BCE loss,
-backward and a Ranger step, on CUDA with bf16 autocast and channels_last.
+backward and a Ranger step; on CUDA with bf16 autocast. Each model runs twice
+side by side: in the contiguous (NCHW) layout, the baseline, and in the
+channels_last layout audiotag builds its models in; the ratio is printed last.
 ``--write`` appends the figures to bench/RESULTS.md.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,23 +22,25 @@ import torch
 from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
+from audiotag.devices import cpu_cores, cpu_slots, cpu_threads
 from audiotag.models import build_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def measure(
-    settings: ModelSettings, size: int, batch: int, steps: int, device: torch.device
+    settings: ModelSettings,
+    size: int,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    layout: torch.memory_format = torch.channels_last,
 ) -> float:
     torch.manual_seed(0)
-    model = build_model(settings, 80).to(device)
+    model = build_model(settings, 80).to(device, memory_format=layout)
     cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
     opt = ranger(list(model.parameters()), lr=1e-3)
-    x = torch.randn(batch, 1, size, size, device=device)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=layout)
     y = (torch.rand(batch, 80, device=device) < 0.05).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     # bf16 autocast where the GPU has it (no loss scaling needed); fp32 elsewhere.
@@ -59,13 +64,32 @@ def measure(
     return steps * batch / (time.perf_counter() - t0)
 
 
+def measure_folds(
+    settings: ModelSettings, size: int, batch: int, steps: int, folds: int, threads: int
+) -> float:
+    """Images/s of ``folds`` trainings at once in threads of this process, in all."""
+    rates: list[float] = []
+
+    def fold() -> None:
+        torch.get_num_threads()  # as DevicePool.lease: this thread keeps its own count
+        torch.set_num_threads(threads)
+        rates.append(measure(settings, size, batch, steps, torch.device("cpu")))
+
+    runs = [threading.Thread(target=fold) for _ in range(folds)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    return sum(rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    reference = load_config("reference").model
+    reference, demo = load_config("reference").model, load_config("demo").model
     if args.tiny:
         rows = [("reference xresnet50", reference, 32, 2, 1)]
     elif device.type == "cuda":
@@ -77,7 +101,8 @@ def main() -> None:
         rows = [
             ("reference xresnet50", reference, 128, 16, 3),
             ("reference xresnet50", reference, 256, 8, 2),
-            ("demo xresnet18 x0.5", load_config("demo").model, 64, 32, 5),
+            ("demo xresnet18 x0.5 (noisy batch)", demo, 64, 32, 10),
+            ("demo xresnet18 x0.5 (curated batch)", demo, 64, 16, 20),
         ]
     name = (
         torch.cuda.get_device_name()
@@ -86,19 +111,57 @@ def main() -> None:
             f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         )
     )
-    lines = []
+    lines, ratios = [], []
     for label, settings, size, batch, steps in rows:
-        ips = measure(settings, size, batch, steps, device)
-        lines.append(f"| {label} | {size} | {batch} | {ips:.1f} |")
+        # Interleaved, best of two each: a shared machine's load hits both sides alike.
+        base, last = 0.0, 0.0
+        for _ in range(1 if args.tiny else 2):
+            base = max(base, measure(settings, size, batch, steps, device, torch.contiguous_format))
+            last = max(last, measure(settings, size, batch, steps, device, torch.channels_last))
+        ratios.append(last / base)
+        lines.append(
+            f"| {label} | {size} | {batch} | {base:.1f} | {last:.1f} | {last / base:.2f}x |"
+        )
         print(lines[-1], flush=True)
+    # On CPU: one fold on every core (the baseline) against the device pool's share-out
+    # (cpu_slots() folds at once, cpu_threads() threads each), in images/s over all folds.
+    cores, slots, threads = cpu_cores(), cpu_slots(), cpu_threads()
+    fold_lines, fold_ratios = [], []
+    if device.type == "cpu" and slots > 1:
+        for label, settings, size, batch, steps in [r for r in rows if r[1] == demo or args.tiny]:
+            one, many = 0.0, 0.0
+            for _ in range(1 if args.tiny else 2):
+                one = max(one, measure_folds(settings, size, batch, steps, 1, cores))
+                many = max(many, measure_folds(settings, size, batch, steps, slots, threads))
+            fold_ratios.append(many / one)
+            fold_lines.append(
+                f"| {label} | {size} | {batch} | {one:.1f} | {many:.1f} | {many / one:.2f}x |"
+            )
+            print(fold_lines[-1], flush=True)
     if args.write and not args.tiny:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
         with RESULTS.open("a") as f:
             f.write(
                 f"\n### train_throughput.py — {name}, {stamp}\n\n"
-                "| model | px | batch | images/s |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+                "| model | px | batch | images/s NCHW | images/s channels_last | ratio |\n"
+                "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
             )
+            if fold_lines:
+                f.write(
+                    f"\nFolds at once on CPU, images/s over all folds: one fold on all {cores} "
+                    f"cores against {slots} folds at once with {threads} thread(s) each.\n\n"
+                    f"| model | px | batch | 1 fold x {cores} threads | {slots} folds x "
+                    f"{threads} | ratio |\n|---|---|---|---|---|---|\n"
+                    + "\n".join(fold_lines)
+                    + "\n"
+                )
     print(f"device: {name}")
+    print("ratio channels_last / NCHW: " + ", ".join(f"{r:.2f}x" for r in ratios))
+    if fold_ratios:
+        print(
+            f"ratio {slots} folds at once / 1 fold on {cores} cores: "
+            + ", ".join(f"{r:.2f}x" for r in fold_ratios)
+        )
 
 
 if __name__ == "__main__":

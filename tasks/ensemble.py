@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
-from audiotag.devices import device_pool
+from audiotag.devices import cpu_cores, device_pool
 from audiotag.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
 from audiotag.train import StageResult
 from tasks.registry import MODEL_NAME, register_ensemble
@@ -28,7 +28,8 @@ def tta_ensemble(
 ) -> EnsembleResult:
     """Averages every curated model's TTA test predictions into submission.csv."""
     ws = Workspace(Path(workdir))
-    with device_pool().lease() as device:
+    # Every fold is done: the test predictions take every core.
+    with device_pool().lease(threads=cpu_cores()) as device:
         result = predict_test(
             ws, info, Path(store_dir), config, curated, ws.run_dir(run_name), device
         )

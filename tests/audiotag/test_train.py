@@ -267,3 +267,50 @@ def test_two_runs_never_train_the_same_fold_at_once(tmp_path: Path) -> None:
             run(tmp_path, config, data, clips)
     assert not (tmp_path / "checkpoints").exists()
     assert run(tmp_path, config, data, clips).valid_lwlrap > 0  # free again
+
+
+def test_folds_trained_at_once_in_threads_train_exactly_as_alone(tmp_path: Path) -> None:
+    """Mixup's draws and the initial weights never come from a generator that folds
+    training at once share, so a fold's weights do not depend on its neighbours."""
+    import threading
+
+    config = tiny_config(
+        **{
+            "curated.cycles": [{"epochs": 2, "lr": 3e-3}],
+            "curated.batch_size": 8,
+            "curated.min_steps": 0,
+            "curated.scratch_min_steps": 0,
+        }
+    )
+    assert config.curated.mixup
+    data, clips = synthetic_store()
+
+    def fold(k: int, out: Path) -> str:
+        torch.get_num_threads()
+        torch.set_num_threads(1)
+        return train_stage(
+            data=data,
+            train=clips.subset(np.arange(32)),
+            valid=clips.subset(np.arange(32, 48)),
+            vocab=("low", "high"),
+            config=config,
+            stage="curated",
+            fold=k,
+            out_dir=out,
+        ).model_path
+
+    alone = [fold(k, tmp_path / f"alone-{k}") for k in range(2)]
+    together: dict[int, str] = {}
+    runs = [
+        threading.Thread(
+            target=lambda k=k: together.update({k: fold(k, tmp_path / f"at-once-{k}")})
+        )
+        for k in range(2)
+    ]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    for k in range(2):
+        wa, wb = _weights(alone[k]), _weights(together[k])
+        assert all(torch.equal(wa[key], wb[key]) for key in wa), f"fold {k} differs"
