@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 # Random scores on a single-label, 6-class problem: the true label's expected
 # precision is E[1/rank] = (1 + 1/2 + ... + 1/6) / 6.
 CHANCE = sum(1 / r for r in range(1, 7)) / 6  # 0.408
-FOLDS = 3
+FOLDS = 2
 
 
 def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
@@ -40,8 +40,9 @@ def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
             writer.writerow([row["fname"], row["labels"]])
     workdir = isolated_env / "work"
     with prefect_test_harness(server_startup_timeout=60):
-        # The demo preset's recipe as a new user would run it, with 3 folds (the form's
-        # Folds field) instead of 5, so that the suite keeps within its time.
+        # The demo preset's recipe as a new user would run it, with 2 folds (the form's
+        # Folds field) instead of 5, so that the suite keeps within its time: each model
+        # learns from 24 recordings, 4 per class, and tags the other 24.
         summary = train_flow(
             source=str(data),
             workdir=str(workdir),
@@ -68,6 +69,8 @@ def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
     score = lwlrap(np.array(truth), np.array(scores))
     assert len(truth) == 48
     print(f"drums: held-out lwlrap {score:.3f}, chance {CHANCE:.3f}")
-    # Measured 0.755 on the development machine (0.60-0.69 before a stage trained from
-    # scratch got its 400 steps); the margin allows for other CPUs' arithmetic.
-    assert score > CHANCE + 0.25, f"held-out lwlrap {score:.3f} vs chance {CHANCE:.3f}"
+    # Measured on the development machine: 0.702 with 2 folds (0.725 with 3, 0.755 with
+    # 5; 0.60-0.69 with 5 before a stage trained from scratch got its 400 steps). A
+    # pipeline that learns nothing scores about chance; the margin allows for other
+    # CPUs' arithmetic on models that learn from 24 clips.
+    assert score > CHANCE + 0.2, f"held-out lwlrap {score:.3f} vs chance {CHANCE:.3f}"
