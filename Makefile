@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo-work
 PYTEST_ARGS ?=
+# Test processes; each takes whole test files (module fixtures start one server each).
+PYTEST_WORKERS ?= 2
 # Operator targets: a Prefect server and an MLflow tracking server on this machine.
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -28,7 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check audiotag tasks flows tests bench
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The UI test drives Debian's chromium (Playwright downloads no browser).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

@@ -216,7 +216,7 @@ def test_a_prefect_server_accepts_the_pools(isolated_env: Path) -> None:
     broken["job_configuration"]["mem_limit"] = "{{ memory }}"  # not a declared variable
     (isolated_env / "broken.json").write_text(json.dumps(broken))
     prefect = [sys.executable, "-m", "prefect"]
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -365,7 +365,7 @@ def test_whole_dag_from_kaggle(
     monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp_path / "prefect-results"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         summary = train_flow(
             source="kaggle", workdir=str(tmp_path / "work"), preset="demo", overrides=TINY
         )

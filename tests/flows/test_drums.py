@@ -39,7 +39,7 @@ def test_trains_on_real_drums_and_tags_held_out_clips_above_chance(
             shutil.copy(drums_dir / row["fname"], data / "train_curated" / row["fname"])
             writer.writerow([row["fname"], row["labels"]])
     workdir = isolated_env / "work"
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         # The demo preset's recipe as a new user would run it, with 2 folds (the form's
         # Folds field) instead of 5, so that the suite keeps within its time: each model
         # learns from 24 recordings, 4 per class, and tags the other 24.

@@ -19,7 +19,7 @@ def test_a_tracking_server_that_is_down_fails_the_run_fast_with_that_cause(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         state = train_flow(
             source=str(isolated_env / "nowhere"), workdir=str(isolated_env / "w"), return_state=True
         )

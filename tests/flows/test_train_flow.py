@@ -76,7 +76,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("KAGGLE_API_TOKEN", PLANTED)
         mp.setenv("KAGGLE_USERNAME", "someone")
         mp.setenv("KAGGLE_KEY", PLANTED)
-        with prefect_test_harness(server_startup_timeout=60):
+        with prefect_test_harness(server_startup_timeout=120):
             mp.setenv(FAIL_ENV, "noisy:3")
             out["failed"] = run()
             out["first"] = _task_states(out["failed"].state_details.flow_run_id)
@@ -359,7 +359,7 @@ def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: P
     for i, clip in enumerate(sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:3]):
         shutil.copy(clip, inbox / ("sub" if i else "") / clip.name)
     (inbox / "broken.wav").write_bytes(b"")
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         out = Path(tag_audio_flow(folder=str(inbox), model=str(trained["workdir"])))
     rows = pd.read_csv(out, keep_default_na=False)
     assert out.parent == inbox and len(rows) == 4
