@@ -18,6 +18,7 @@ from audiotag.batches import (
     window_starts,
 )
 from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
+from audiotag.devices import flush_denormals
 from audiotag.features import gather_windows
 from audiotag.models import build_model
 
@@ -63,6 +64,7 @@ def predict_clips(
     augmented passes draw from a generator seeded with ``seed``. The passes'
     probabilities are averaged.
     """
+    flush_denormals()
     device = torch.device(device)
     starts_per_clip = [window_starts(int(f), width, ev.window_overlap) for f in clips.frames]
     owner = np.repeat(np.arange(len(clips)), [len(s) for s in starts_per_clip])

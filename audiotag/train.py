@@ -31,6 +31,7 @@ from torch import nn
 
 from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import Stage, TrainConfig
+from audiotag.devices import flush_denormals
 from audiotag.metrics import lwlrap
 from audiotag.models import build_model
 from audiotag.predict import predict_clips, save_model
@@ -407,6 +408,7 @@ def train_stage(
         device: ``cpu`` or ``cuda:N``.
         on_epoch: called after each finished epoch.
     """
+    flush_denormals()
     with exclusive(out_dir, f"{stage} fold {fold + 1}"):
         run = _StageRun(
             data=data,

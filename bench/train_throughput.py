@@ -5,8 +5,11 @@
 Each step is what a training step costs in audiotag: forward, BCE loss,
 backward and a Ranger step; on CUDA with bf16 autocast. Each model runs twice
 side by side: in the contiguous (NCHW) layout, the baseline, and in the
-channels_last layout audiotag builds its models in; the ratio is printed last.
-``--write`` appends the figures to bench/RESULTS.md.
+channels_last layout audiotag builds its models in. On CPU two more pairs: the
+reference model with denormal numbers computed as such (PyTorch's default) and
+flushed to zero (as audiotag trains), and one fold on every core against the
+folds audiotag trains at once. The ratios are printed last. ``--write`` appends
+the figures to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import platform
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import torch
 from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
-from audiotag.devices import cpu_cores, cpu_slots, cpu_threads
+from audiotag.devices import cpu_cores, cpu_slots, cpu_threads, flush_denormals
 from audiotag.models import build_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -64,6 +68,23 @@ def measure(
     return steps * batch / (time.perf_counter() - t0)
 
 
+def in_thread(fn: Callable[[], float], flush: bool) -> float:
+    """``fn()`` in a new thread whose denormal mode is ``flush``: a thread's OpenMP
+    workers copy the mode when they start, so it cannot be switched on one already
+    used."""
+    out: list[float] = []
+
+    def run() -> None:
+        torch.get_num_threads()  # this thread keeps the process's thread count
+        torch.set_flush_denormal(flush)
+        out.append(fn())
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return out[0]
+
+
 def measure_folds(
     settings: ModelSettings, size: int, batch: int, steps: int, folds: int, threads: int
 ) -> float:
@@ -88,6 +109,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
+    flush_denormals()  # as audiotag trains (train_stage)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     reference, demo = load_config("reference").model, load_config("demo").model
     if args.tiny:
@@ -123,6 +145,23 @@ def main() -> None:
             f"| {label} | {size} | {batch} | {base:.1f} | {last:.1f} | {last / base:.2f}x |"
         )
         print(lines[-1], flush=True)
+    # On CPU: denormals computed (PyTorch's default, the baseline) against flushed.
+    # The reference model's gradients reach them from its third step: 4 steps after
+    # the warm-up.
+    denormal_line, denormal_ratio = "", 0.0
+    if device.type == "cpu":
+        size, batch, steps = (32, 2, 3) if args.tiny else (128, 16, 4)
+
+        def ref() -> float:
+            return measure(reference, size, batch, steps, device)
+
+        kept, flushed = in_thread(ref, flush=False), in_thread(ref, flush=True)
+        denormal_ratio = flushed / kept
+        denormal_line = (
+            f"| reference xresnet50 | {size} | {batch} | {kept:.1f} | {flushed:.1f} "
+            f"| {denormal_ratio:.2f}x |"
+        )
+        print(denormal_line, flush=True)
     # On CPU: one fold on every core (the baseline) against the device pool's share-out
     # (cpu_slots() folds at once, cpu_threads() threads each), in images/s over all folds.
     cores, slots, threads = cpu_cores(), cpu_slots(), cpu_threads()
@@ -146,6 +185,15 @@ def main() -> None:
                 "| model | px | batch | images/s NCHW | images/s channels_last | ratio |\n"
                 "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
             )
+            if denormal_line:
+                f.write(
+                    "\nDenormal numbers on CPU, channels_last, 4 steps after the warm-up: "
+                    "computed as such (PyTorch's default) against flushed to zero "
+                    "(audiotag).\n\n| model | px | batch | images/s denormals kept | "
+                    "images/s flushed | ratio |\n|---|---|---|---|---|---|\n"
+                    + denormal_line
+                    + "\n"
+                )
             if fold_lines:
                 f.write(
                     f"\nFolds at once on CPU, images/s over all folds: one fold on all {cores} "
@@ -157,6 +205,8 @@ def main() -> None:
                 )
     print(f"device: {name}")
     print("ratio channels_last / NCHW: " + ", ".join(f"{r:.2f}x" for r in ratios))
+    if denormal_line:
+        print(f"ratio denormals flushed / kept: {denormal_ratio:.2f}x")
     if fold_ratios:
         print(
             f"ratio {slots} folds at once / 1 fold on {cores} cores: "

@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from audiotag.config import TrainConfig, TrainOptions, load_config
+from audiotag.devices import flush_denormals
 from audiotag.pipeline import DatasetInfo
 from audiotag.train import StageResult
 from tasks.data import (
@@ -107,6 +108,7 @@ def train_flow(
         dask_address: Train the folds on this Dask cluster (tcp://host:8786), each fold
             asking for one 'GPU' resource; empty: in this flow run's own process.
     """
+    flush_denormals()  # before the task threads start: they inherit it
     base = load_config(preset)
     config = load_config(preset, {**options.overrides(base), **(overrides or {})})
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

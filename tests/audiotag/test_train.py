@@ -314,3 +314,44 @@ def test_folds_trained_at_once_in_threads_train_exactly_as_alone(tmp_path: Path)
     for k in range(2):
         wa, wb = _weights(alone[k]), _weights(together[k])
         assert all(torch.equal(wa[key], wb[key]) for key in wa), f"fold {k} differs"
+
+
+def test_training_and_prediction_flush_denormals_in_their_thread_and_its_workers(
+    tmp_path: Path,
+) -> None:
+    """x86 math on denormal numbers is up to 100x slower; they made the reference
+    model's CPU training 4.6x slower (bench/train_throughput.py). A fold's thread, and
+    every thread it starts (PyTorch's OpenMP workers too), flushes them to zero."""
+    import threading
+
+    def kept() -> bool:
+        return (torch.full((1,), 1e-39) * 1.0).item() != 0.0
+
+    config = tiny_config(**{"noisy.cycles": [{"epochs": 1, "lr": 3e-3}]})
+    data, clips = synthetic_store()
+    seen: dict[str, bool] = {}
+
+    def in_new_thread(name: str) -> None:
+        t = threading.Thread(target=lambda: seen.update({name: kept()}))
+        t.start()
+        t.join()
+
+    def fold() -> None:
+        torch.set_flush_denormal(False)  # a thread as PyTorch starts it
+        seen["before training"] = kept()
+        result = run(tmp_path, config, data, clips)
+        seen["after training"] = kept()
+        in_new_thread("thread started after training")
+        torch.set_flush_denormal(False)
+        LoadedModel(Path(result.model_path)).predict(data, clips, EvalSettings(tta=0))
+        seen["after prediction"] = kept()
+
+    t = threading.Thread(target=fold)
+    t.start()
+    t.join()
+    assert seen == {
+        "before training": True,
+        "after training": False,
+        "thread started after training": False,
+        "after prediction": False,
+    }
