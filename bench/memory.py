@@ -128,7 +128,9 @@ def main() -> None:
 
         def write(name: str, scale: float, seed: int) -> None:
             t0 = time.perf_counter()
-            sources[name] = write_demo_dataset(Path(tmp) / name / "src", seed=seed, scale=scale)
+            sources[name] = write_demo_dataset(
+                Path(tmp) / name / "src", seed=seed, scale=scale, deflate=False
+            )
             took = time.perf_counter() - t0
             print(f"{name}: dataset at scale {scale} written in {took:.0f} s", flush=True)
 

@@ -74,6 +74,20 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
     assert first != other
 
 
+def test_stored_wavs_are_the_same_files_as_deflated(tmp_path: Path, archive: dict) -> None:
+    """deflate=False (the memory benchmark's large datasets) stores the WAVs uncompressed."""
+    stored = write_demo_dataset(tmp_path, seed=0, scale=SCALE, deflate=False)
+    with zipfile.ZipFile(stored) as zf:
+        other = {name: zf.read(name) for name in zf.namelist()}
+    assert other.keys() == archive.keys()
+    for name in SPLITS.values():
+        with zipfile.ZipFile(io.BytesIO(other[name])) as zf:
+            assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+        assert inner_files(other, name) == inner_files(archive, name)
+    for name in SPLITS:
+        assert other[name] == archive[name]
+
+
 def test_zip_holds_exactly_the_kaggle_members(archive: dict[str, bytes]) -> None:
     assert set(archive) == MEMBERS
 
