@@ -15,7 +15,6 @@ the figures to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from benchlib import machine
 from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
@@ -126,13 +126,7 @@ def main() -> None:
             ("demo xresnet18 x0.5 (noisy batch)", demo, 64, 32, 10),
             ("demo xresnet18 x0.5 (curated batch)", demo, 64, 16, 20),
         ]
-    name = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else (
-            f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        )
-    )
+    name = machine()
     lines, ratios = [], []
     for label, settings, size, batch, steps in rows:
         # Interleaved, best of two each: a shared machine's load hits both sides alike.
@@ -178,7 +172,7 @@ def main() -> None:
             )
             print(fold_lines[-1], flush=True)
     if args.write and not args.tiny:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with RESULTS.open("a") as f:
             f.write(
                 f"\n### train_throughput.py — {name}, {stamp}\n\n"
@@ -190,9 +184,7 @@ def main() -> None:
                     "\nDenormal numbers on CPU, channels_last, 4 steps after the warm-up: "
                     "computed as such (PyTorch's default) against flushed to zero "
                     "(audiotag).\n\n| model | px | batch | images/s denormals kept | "
-                    "images/s flushed | ratio |\n|---|---|---|---|---|---|\n"
-                    + denormal_line
-                    + "\n"
+                    "images/s flushed | ratio |\n|---|---|---|---|---|---|\n" + denormal_line + "\n"
                 )
             if fold_lines:
                 f.write(
