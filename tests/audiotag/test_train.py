@@ -42,13 +42,25 @@ def synthetic_store(n: int = 48, seed: int = 0) -> tuple[np.ndarray, Clips]:
     return data, Clips(offsets.astype(np.int64), frames.astype(np.int64), targets)
 
 
-def run(tmp: Path, config, data, clips, stop_at: int | None = None, epochs_seen=None):
+def run(
+    tmp: Path,
+    config,
+    data,
+    clips,
+    stop_at: int | None = None,
+    epochs_seen=None,
+    stage: str = "noisy",
+    fold: int = 0,
+):
+    """Trains ``stage`` of ``fold`` on one thread: clips 0-31 train, 32-47 score."""
+
     def on_epoch(rec):
         if epochs_seen is not None:
             epochs_seen.append(rec.epoch)
         if stop_at is not None and rec.epoch == stop_at:
             raise KeyboardInterrupt("machine lost")
 
+    torch.get_num_threads()  # in a new thread, keep the count set next (DevicePool.lease)
     torch.set_num_threads(1)
     return train_stage(
         data=data,
@@ -56,8 +68,8 @@ def run(tmp: Path, config, data, clips, stop_at: int | None = None, epochs_seen=
         valid=clips.subset(np.arange(32, 48)),
         vocab=("low", "high"),
         config=config,
-        stage="noisy",
-        fold=0,
+        stage=stage,
+        fold=fold,
         out_dir=tmp,
         on_epoch=on_epoch,
     )
@@ -286,18 +298,7 @@ def test_folds_trained_at_once_in_threads_train_exactly_as_alone(tmp_path: Path)
     data, clips = synthetic_store()
 
     def fold(k: int, out: Path) -> str:
-        torch.get_num_threads()
-        torch.set_num_threads(1)
-        return train_stage(
-            data=data,
-            train=clips.subset(np.arange(32)),
-            valid=clips.subset(np.arange(32, 48)),
-            vocab=("low", "high"),
-            config=config,
-            stage="curated",
-            fold=k,
-            out_dir=out,
-        ).model_path
+        return run(out, config, data, clips, stage="curated", fold=k).model_path
 
     alone = [fold(k, tmp_path / f"alone-{k}") for k in range(2)]
     together: dict[int, str] = {}
