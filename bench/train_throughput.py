@@ -18,18 +18,14 @@ import argparse
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 
 import torch
-from benchlib import machine
+from benchlib import machine, write_section
 from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
 from audiotag.devices import cpu_cores, cpu_slots, cpu_threads, flush_denormals
 from audiotag.models import build_model
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def measure(
@@ -68,40 +64,35 @@ def measure(
     return steps * batch / (time.perf_counter() - t0)
 
 
-def in_thread(fn: Callable[[], float], flush: bool) -> float:
-    """``fn()`` in a new thread whose denormal mode is ``flush``: a thread's OpenMP
-    workers copy the mode when they start, so it cannot be switched on one already
-    used."""
+def in_threads(
+    fn: Callable[[], float], n: int = 1, threads: int | None = None, flush: bool = True
+) -> list[float]:
+    """``fn()`` in ``n`` new threads at once, each with ``threads`` torch threads (as
+    ``DevicePool.lease``) and denormals flushed or not: a thread's OpenMP workers copy
+    that mode when they start, so it cannot be switched on a thread already used."""
     out: list[float] = []
 
     def run() -> None:
-        torch.get_num_threads()  # this thread keeps the process's thread count
+        torch.get_num_threads()  # this thread keeps its own count from here on
+        if threads:
+            torch.set_num_threads(threads)
         torch.set_flush_denormal(flush)
         out.append(fn())
 
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    return out[0]
+    runs = [threading.Thread(target=run) for _ in range(n)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    return out
 
 
 def measure_folds(
     settings: ModelSettings, size: int, batch: int, steps: int, folds: int, threads: int
 ) -> float:
     """Images/s of ``folds`` trainings at once in threads of this process, in all."""
-    rates: list[float] = []
-
-    def fold() -> None:
-        torch.get_num_threads()  # as DevicePool.lease: this thread keeps its own count
-        torch.set_num_threads(threads)
-        rates.append(measure(settings, size, batch, steps, torch.device("cpu")))
-
-    runs = [threading.Thread(target=fold) for _ in range(folds)]
-    for t in runs:
-        t.start()
-    for t in runs:
-        t.join()
-    return sum(rates)
+    cpu = torch.device("cpu")
+    return sum(in_threads(lambda: measure(settings, size, batch, steps, cpu), folds, threads))
 
 
 def main() -> None:
@@ -149,7 +140,7 @@ def main() -> None:
         def ref() -> float:
             return measure(reference, size, batch, steps, device)
 
-        kept, flushed = in_thread(ref, flush=False), in_thread(ref, flush=True)
+        (kept,), (flushed,) = in_threads(ref, flush=False), in_threads(ref, flush=True)
         denormal_ratio = flushed / kept
         denormal_line = (
             f"| reference xresnet50 | {size} | {batch} | {kept:.1f} | {flushed:.1f} "
@@ -172,29 +163,25 @@ def main() -> None:
             )
             print(fold_lines[-1], flush=True)
     if args.write and not args.tiny:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with RESULTS.open("a") as f:
-            f.write(
-                f"\n### train_throughput.py — {name}, {stamp}\n\n"
-                "| model | px | batch | images/s NCHW | images/s channels_last | ratio |\n"
-                "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        body = (
+            "| model | px | batch | images/s NCHW | images/s channels_last | ratio |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        )
+        if denormal_line:
+            body += (
+                "\nDenormal numbers on CPU, channels_last, 4 steps after the warm-up: "
+                "computed as such (PyTorch's default) against flushed to zero "
+                "(audiotag).\n\n| model | px | batch | images/s denormals kept | "
+                "images/s flushed | ratio |\n|---|---|---|---|---|---|\n" + denormal_line + "\n"
             )
-            if denormal_line:
-                f.write(
-                    "\nDenormal numbers on CPU, channels_last, 4 steps after the warm-up: "
-                    "computed as such (PyTorch's default) against flushed to zero "
-                    "(audiotag).\n\n| model | px | batch | images/s denormals kept | "
-                    "images/s flushed | ratio |\n|---|---|---|---|---|---|\n" + denormal_line + "\n"
-                )
-            if fold_lines:
-                f.write(
-                    f"\nFolds at once on CPU, images/s over all folds: one fold on all {cores} "
-                    f"cores against {slots} folds at once with {threads} thread(s) each.\n\n"
-                    f"| model | px | batch | 1 fold x {cores} threads | {slots} folds x "
-                    f"{threads} | ratio |\n|---|---|---|---|---|---|\n"
-                    + "\n".join(fold_lines)
-                    + "\n"
-                )
+        if fold_lines:
+            body += (
+                f"\nFolds at once on CPU, images/s over all folds: one fold on all {cores} "
+                f"cores against {slots} folds at once with {threads} thread(s) each.\n\n"
+                f"| model | px | batch | 1 fold x {cores} threads | {slots} folds x "
+                f"{threads} | ratio |\n|---|---|---|---|---|---|\n" + "\n".join(fold_lines)
+            )
+        write_section("train_throughput.py", body)
     print(f"device: {name}")
     print("ratio channels_last / NCHW: " + ", ".join(f"{r:.2f}x" for r in ratios))
     if denormal_line:
