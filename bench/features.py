@@ -3,7 +3,7 @@
     python bench/features.py [--tiny] [--write] [--scale S] [--repeats N]
 
 Both sides run in this process on the same files: the embedded demo dataset
-(`audiotag.demo`, 900 kept clips, about 50 min of 44.1 kHz audio at scale 1),
+(`audiotag.sources.demo`, 900 kept clips, about 50 min of 44.1 kHz audio at scale 1),
 with the mel settings of the ``reference`` recipe (128 bands, hop 690) and of the
 ``demo`` preset (64 bands, hop 1380).
 
@@ -18,7 +18,7 @@ with the mel settings of the ``reference`` recipe (128 bands, hop 690) and of th
     (which reads every file too, and also hashes it) is printed beside it, and a
     from-scratch ratio (metadata + store) as well. Target: store >= 2.5x.
 (b) The training input. audiotag: the crops a training epoch draws
-    (`audiotag.batches.TrainBatches`: crop gather from the store, top_db clamp,
+    (`audiotag.training.batches.TrainBatches`: crop gather from the store, top_db clamp,
     normalisation, SpecAugment and lighting; the noisy stage's batch size).
     Baseline: what a notebook Dataset's ``__getitem__`` does per item every
     epoch: load, split, random 2 s crop or pad, mel, dB. Target: >= 20x.
@@ -51,11 +51,11 @@ from benchlib import (
     write_section,
 )
 
-from audiotag.audio import find_nonsilent, read_audio, remove_silence
-from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import TrainConfig, load_config
-from audiotag.features import FeatureStore, build_feature_store, clamp_top_db, compute_logmel
-from audiotag.metadata import extract_metadata
+from audiotag.data.metadata import extract_metadata
+from audiotag.features.audio import find_nonsilent, read_audio, remove_silence
+from audiotag.features.store import FeatureStore, build_feature_store, clamp_top_db, compute_logmel
+from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
 
 # librosa warns when a clip is shorter than n_fft; the baseline pads as librosa does.
 warnings.filterwarnings("ignore", message="n_fft=")

@@ -171,8 +171,8 @@ def main() -> None:
         workdir = tmp_path / "work"
         if args.tiny:
             # The demo source writes the full-size dataset; a tiny one stands in for it.
-            from audiotag.demo import write_demo_dataset
-            from audiotag.layout import COMPETITION
+            from audiotag.data.layout import COMPETITION
+            from audiotag.sources.demo import write_demo_dataset
 
             src = workdir / "demo-source"
             built = write_demo_dataset(src, seed=0, scale=0.05)

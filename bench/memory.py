@@ -116,7 +116,7 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    from audiotag.demo import write_demo_dataset
+    from audiotag.sources.demo import write_demo_dataset
 
     base_scale, big_scale = (0.03, 0.3) if args.tiny else (1.0, args.big_scale)
     results = {}

@@ -4,7 +4,7 @@
 
 Builds a model package as `audiotag run` writes one (five fold models of the
 preset, untrained: the weights do not change the cost) and tags the demo
-dataset's test and curated clips with ``audiotag.tagging.tag_files``, as
+dataset's test and curated clips with ``audiotag.inference.tagging.tag_files``, as
 ``audiotag tag`` does (``eval.tta`` augmented passes per model, as trained).
 
 Throughput is audio seconds (whole files) per wall second. The time inside the
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from benchlib import machine, prepare_demo, write_section
 
-from audiotag.batches import Normalizer
 from audiotag.config import load_config
-from audiotag.layout import read_vocabulary
-from audiotag.models import build_model
-from audiotag.predict import save_model
-from audiotag.tagging import Ensemble, tag_files, write_package
+from audiotag.data.layout import read_vocabulary
+from audiotag.inference.predict import save_model
+from audiotag.inference.tagging import Ensemble, tag_files, write_package
+from audiotag.training.batches import Normalizer
+from audiotag.training.models import build_model
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

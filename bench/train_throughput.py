@@ -25,7 +25,7 @@ from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
 from audiotag.devices import cpu_cores, cpu_slots, cpu_threads, flush_denormals
-from audiotag.models import build_model
+from audiotag.training.models import build_model
 
 
 def measure(

@@ -31,7 +31,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from audiotag.demo import write_demo_dataset
+    from audiotag.sources.demo import write_demo_dataset
 
     path = write_demo_dataset(Path(args.dir), seed=args.seed, scale=args.scale)
     print(path)
@@ -110,7 +110,7 @@ def _write_tags(rows: list, fmt: str, out: Any) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from audiotag.tagging import Ensemble, find_audio, tag_files
+    from audiotag.inference.tagging import Ensemble, find_audio, tag_files
 
     try:
         if args.model.startswith(("models:/", "runs:/")):

@@ -14,8 +14,9 @@ from pydantic import Field
 
 from audiotag.config import TrainConfig, TrainOptions, load_config
 from audiotag.devices import flush_denormals
-from audiotag.pipeline import DatasetInfo
-from audiotag.train import StageResult
+from audiotag.steps.pipeline import DatasetInfo
+from audiotag.tracking.runs import Tracking
+from audiotag.training.stage import StageResult
 from tasks.data import (
     build_feature_store,
     download_dataset,
@@ -25,7 +26,6 @@ from tasks.data import (
 )
 from tasks.ensemble import tta_ensemble
 from tasks.run import finish_tracking, start_tracking, tag_dataset
-from tasks.tracking import Tracking
 from tasks.training import fold_runner, fold_task
 
 NO_OPTIONS = TrainOptions()

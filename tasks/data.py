@@ -9,20 +9,20 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from audiotag import features as feats
 from audiotag.config import FoldSettings, TrainConfig
-from audiotag.folds import make_folds
-from audiotag.layout import read_vocabulary
-from audiotag.metadata import dataset_fingerprint, extract_metadata, filter_corrupt
-from audiotag.pipeline import DatasetInfo, Workspace, build_features
-from audiotag.report import write_data_report
-from audiotag.source import prepare_source
-from tasks.tracking import Tracking, log_artifact
+from audiotag.data.folds import make_folds
+from audiotag.data.layout import read_vocabulary
+from audiotag.data.metadata import dataset_fingerprint, extract_metadata, filter_corrupt
+from audiotag.data.report import write_data_report
+from audiotag.features import store as feats
+from audiotag.sources.local import prepare_source
+from audiotag.steps.pipeline import DatasetInfo, Workspace, build_features
+from audiotag.tracking.runs import Tracking, log_artifact
 
 
 def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefect's hook
     """Retry a dropped connection; a missing token or unaccepted rules will not heal."""
-    from audiotag.kaggle_source import KaggleNetworkError
+    from audiotag.sources.kaggle import KaggleNetworkError
 
     try:
         state.result()

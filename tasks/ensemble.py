@@ -9,10 +9,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
 from audiotag.devices import cpu_cores, device_pool
-from audiotag.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
-from audiotag.train import StageResult
-from tasks.registry import MODEL_NAME, register_ensemble
-from tasks.tracking import Tracking, child_runs, log_artifact, log_metrics, run_link
+from audiotag.steps.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
+from audiotag.tracking.registry import MODEL_NAME, register_ensemble
+from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
+from audiotag.training.stage import StageResult
 
 
 @task

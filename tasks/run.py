@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.context import FlowRunContext
 
 from audiotag.config import TrainConfig
-from tasks.tracking import Tracking, code_version, end_run, flatten, start_parent
+from audiotag.tracking.runs import Tracking, code_version, end_run, flatten, start_parent
 
 
 # A tracking server that is down fails the run fast (two quick retries), before any

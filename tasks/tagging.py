@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from audiotag.inference.tagging import Ensemble, find_audio, tag_files
 from audiotag.storage import write_atomic
-from audiotag.tagging import Ensemble, find_audio, tag_files
 
 
 @task

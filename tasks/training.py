@@ -18,15 +18,22 @@ from prefect.futures import PrefectFuture
 
 from audiotag.config import Stage, TrainConfig, settings_hash
 from audiotag.devices import device_pool
-from audiotag.pipeline import (
+from audiotag.steps.pipeline import (
     DatasetInfo,
     Workspace,
     fold_model_path,
     fold_result_key,
     train_fold,
 )
-from audiotag.train import EpochRecord, StageResult
-from tasks.tracking import Tracking, end_run, flatten, log_artifact, log_metrics, start_child
+from audiotag.tracking.runs import (
+    Tracking,
+    end_run,
+    flatten,
+    log_artifact,
+    log_metrics,
+    start_child,
+)
+from audiotag.training.stage import EpochRecord, StageResult
 
 
 def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotag.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
 from tests.conftest import write_tone
 
 

@@ -13,10 +13,8 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiotag.audio import AudioReadError, read_audio
 from audiotag.config import load_config
-from audiotag.features import FeatureStore, build_feature_store
-from audiotag.metadata import (
+from audiotag.data.metadata import (
     REASON_DUPLICATE,
     REASON_MISSING,
     REASON_NO_LABELS,
@@ -26,7 +24,9 @@ from audiotag.metadata import (
     extract_metadata,
     filter_corrupt,
 )
-from audiotag.tagging import Ensemble
+from audiotag.features.audio import AudioReadError, read_audio
+from audiotag.features.store import FeatureStore, build_feature_store
+from audiotag.inference.tagging import Ensemble
 
 SR = 44100
 
@@ -187,10 +187,10 @@ def test_odd_wav_headers_never_escape_the_reader(
 
 
 def test_tagging_odd_files_gives_error_rows_not_crashes(messy: Path, tmp_path: Path) -> None:
-    from audiotag.batches import Normalizer
-    from audiotag.models import build_model
-    from audiotag.predict import save_model
-    from audiotag.tagging import tag_files
+    from audiotag.inference.predict import save_model
+    from audiotag.inference.tagging import tag_files
+    from audiotag.training.batches import Normalizer
+    from audiotag.training.models import build_model
 
     config = load_config("demo", {"model.widen": 0.25})
     model_path = tmp_path / "m.pt"
@@ -214,7 +214,7 @@ def test_tagging_odd_files_gives_error_rows_not_crashes(messy: Path, tmp_path: P
 
 
 def test_an_unknown_label_is_ignored_for_training_and_the_file_kept(tmp_path: Path) -> None:
-    from audiotag.pipeline import _targets
+    from audiotag.steps.pipeline import _targets
 
     root = tmp_path / "d"
     (root / "train_noisy").mkdir(parents=True)

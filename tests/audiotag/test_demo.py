@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from audiotag.demo import (
+from audiotag.sources.demo import (
     COMPETITION,
     DEMO_CLASSES,
     KAGGLE_CORRUPT_CURATED,

@@ -4,10 +4,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from audiotag.audio import find_nonsilent, read_audio
-from audiotag.batches import window_starts
 from audiotag.config import MelSettings, load_config
-from audiotag.features import (
+from audiotag.features.audio import find_nonsilent, read_audio
+from audiotag.features.store import (
     PAD_DB,
     FeatureStore,
     LogMel,
@@ -15,6 +14,7 @@ from audiotag.features import (
     clamp_top_db,
     gather_windows,
 )
+from audiotag.training.batches import window_starts
 
 
 def test_logmel_matches_torchaudio_melspectrogram() -> None:
@@ -90,7 +90,7 @@ def test_store_of_real_recordings(drums_dir: Path, tmp_path: Path) -> None:
 
 
 def test_torch_gather_equals_numpy_gather() -> None:
-    from audiotag.features import gather_windows_torch
+    from audiotag.features.store import gather_windows_torch
 
     rng = np.random.default_rng(0)
     data = rng.normal(size=(500, 8)).astype(np.float32)

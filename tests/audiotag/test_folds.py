@@ -3,7 +3,7 @@ import pytest
 from sklearn.model_selection import KFold
 
 from audiotag.config import FoldSettings
-from audiotag.folds import assign_folds
+from audiotag.data.folds import assign_folds
 
 
 def _labels(n: int, seed: int = 0) -> list[list[str]]:

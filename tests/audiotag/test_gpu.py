@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from audiotag.batches import augment_batch
 from audiotag.config import AugmentSettings, EvalSettings
-from audiotag.predict import LoadedModel
+from audiotag.inference.predict import LoadedModel
+from audiotag.training.batches import augment_batch
 from tests.audiotag.test_train import synthetic_store, tiny_config
 
 pytestmark = pytest.mark.gpu
 
 
 def test_training_on_cuda_learns_and_predicts(tmp_path: Path) -> None:
-    from audiotag.train import train_stage
+    from audiotag.training.stage import train_stage
 
     data, clips = synthetic_store()
     config = tiny_config(**{"noisy.cycles": [{"epochs": 4, "lr": 3e-3, "size": 48}]})
@@ -45,7 +45,7 @@ def test_augmentation_runs_on_the_device() -> None:
 
 
 def test_store_is_held_on_the_gpu_and_crops_cut_there() -> None:
-    from audiotag.batches import Normalizer, TrainBatches
+    from audiotag.training.batches import Normalizer, TrainBatches
 
     data, clips = synthetic_store()
     batches = TrainBatches(

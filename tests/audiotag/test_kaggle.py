@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from audiotag import kaggle_source as ks
-from audiotag.demo import write_demo_dataset
-from audiotag.layout import AUDIO_DIRS, COMPETITION, check_layout
-from audiotag.source import UnsafeArchiveError, prepare_source
+from audiotag.data.layout import AUDIO_DIRS, COMPETITION, check_layout
+from audiotag.sources import kaggle as ks
+from audiotag.sources.demo import write_demo_dataset
+from audiotag.sources.local import UnsafeArchiveError, prepare_source
 from tests import kaggle_standin
 from tests.kaggle_standin import KEY, TOKEN, USERNAME, KaggleStandin
 
@@ -341,7 +341,7 @@ def test_progress_lines_every_5_percent_or_5_seconds(caplog: pytest.LogCaptureFi
 
 def test_audiotag_and_its_cli_import_without_kaggle() -> None:
     code = (
-        "import sys, audiotag.source, audiotag.kaggle_source, flows.cli;"
+        "import sys, audiotag.sources.local, audiotag.sources.kaggle, flows.cli;"
         "assert 'kaggle' not in sys.modules, 'kaggle imported'"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}

@@ -4,8 +4,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from audiotag.layout import KAGGLE_CORRUPT_FILES, read_vocabulary
-from audiotag.metadata import (
+from audiotag.data.layout import KAGGLE_CORRUPT_FILES, read_vocabulary
+from audiotag.data.metadata import (
     METADATA_SCHEMA,
     REASON_KAGGLE,
     REASON_MISSING,

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from audiotag.config import ModelSettings, load_config
-from audiotag.models import MaxBlurPool, build_model
+from audiotag.training.models import MaxBlurPool, build_model
 
 
 def test_reference_model_80_classes_forward_backward_256() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from audiotag.config import load_config
-from audiotag.pipeline import fold_result_key
+from audiotag.steps.pipeline import fold_result_key
 
 FP = "datakey0"
 
@@ -56,7 +56,7 @@ def test_curated_key_follows_its_settings_and_its_initial_weights(tmp_path: Path
 
 
 def test_a_new_vocabulary_column_changes_the_models_key() -> None:
-    from audiotag.pipeline import DatasetInfo
+    from audiotag.steps.pipeline import DatasetInfo
 
     a = DatasetInfo("d", "fp", ("Bark", "Meow"), 10, 0)
     b = DatasetInfo("d", "fp", ("Bark", "Meow", "Purr"), 10, 0)

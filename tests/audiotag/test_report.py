@@ -1,4 +1,4 @@
-"""Tests for audiotag.report: the dataset report's files and markdown summary."""
+"""Tests for audiotag.data.report: the dataset report's files and markdown summary."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audiotag.metadata import METADATA_SCHEMA, REJECTED_SCHEMA
-from audiotag.report import MAX_REJECTED_ROWS, write_data_report
+from audiotag.data.metadata import METADATA_SCHEMA, REJECTED_SCHEMA
+from audiotag.data.report import MAX_REJECTED_ROWS, write_data_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED_NAMES = [

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiotag.predict import LoadedModel
-from audiotag.source import UnsafeArchiveError, extract_zip
+from audiotag.inference.predict import LoadedModel
+from audiotag.sources.local import UnsafeArchiveError, extract_zip
 from audiotag.storage import atomic_path, write_atomic
 
 

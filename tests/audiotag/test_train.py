@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import EvalSettings, load_config
-from audiotag.features import PAD_DB
-from audiotag.predict import LoadedModel
-from audiotag.train import latest_checkpoint, train_stage
+from audiotag.features.store import PAD_DB
+from audiotag.inference.predict import LoadedModel
+from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
+from audiotag.training.stage import latest_checkpoint, train_stage
 
 N_MELS, WIDTH = 32, 32
 
@@ -183,7 +183,7 @@ from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, {root!r})
 from tests.audiotag.test_train import synthetic_store, tiny_config
-from audiotag.train import CheckpointError, train_stage
+from audiotag.training.stage import CheckpointError, train_stage
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full file system: writes fail, no signal
 out = Path({out!r})
 def on_epoch(rec):
@@ -234,7 +234,7 @@ import numpy as np, torch
 torch.set_num_threads(1)  # as run() below: the same reductions, the same weights
 sys.path.insert(0, {root!r})
 from tests.audiotag.test_train import synthetic_store, tiny_config
-from audiotag.train import train_stage
+from audiotag.training.stage import train_stage
 def on_epoch(rec):
     if rec.epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)  # the machine dies mid-fold

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from audiotag.config import TrainOptions
-from audiotag.demo import write_demo_dataset
+from audiotag.sources.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 

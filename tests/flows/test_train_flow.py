@@ -16,8 +16,8 @@ import torch
 import torchaudio.functional as AF
 from mlflow.tracking import MlflowClient
 
-from audiotag.demo import write_demo_dataset
 from audiotag.metrics import lwlrap
+from audiotag.sources.demo import write_demo_dataset
 from flows.cli import main
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import KFold
 
 from audiotag.config import FoldSettings
-from audiotag.layout import TRAIN_SUBSETS
+from audiotag.data.layout import TRAIN_SUBSETS
 from audiotag.storage import write_parquet_atomic
 
 FOLDS_SCHEMA = pa.schema([("subset", pa.string()), ("fname", pa.string()), ("fold", pa.int32())])

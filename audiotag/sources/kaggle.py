@@ -16,7 +16,7 @@ never logged, and are scrubbed from any error text that passes through here.
 
 Nothing is fetched twice: a verified archive (size from Kaggle, zip CRCs checked)
 is recorded beside it, and a complete extraction is recognised by
-:func:`audiotag.source.unpack_competition`'s marker, even after the archive has
+:func:`audiotag.sources.local.unpack_competition`'s marker, even after the archive has
 been deleted to save space. A partial archive resumes; a truncated or corrupt one
 is fetched again.
 
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audiotag.layout import COMPETITION, LayoutError, check_layout
-from audiotag.source import MARKER, unpack_competition
+from audiotag.data.layout import COMPETITION, LayoutError, check_layout
+from audiotag.sources.local import MARKER, unpack_competition
 
 logger = logging.getLogger("audiotag.kaggle")
 

@@ -12,12 +12,12 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from audiotag.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
-from audiotag.batches import Clips
 from audiotag.config import EvalSettings, settings_hash
-from audiotag.features import LogMel, compute_logmel
-from audiotag.predict import LoadedModel, ensemble
+from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.store import LogMel, compute_logmel
+from audiotag.inference.predict import LoadedModel, ensemble
 from audiotag.storage import file_digest, write_json_atomic
+from audiotag.training.batches import Clips
 
 PACKAGE_MANIFEST = "audiotag-model.json"
 

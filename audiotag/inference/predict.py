@@ -9,7 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiotag.batches import (
+from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
+from audiotag.devices import flush_denormals
+from audiotag.features.store import gather_windows
+from audiotag.training.batches import (
     Clips,
     Normalizer,
     augment_batch,
@@ -17,10 +20,7 @@ from audiotag.batches import (
     window_draws,
     window_starts,
 )
-from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
-from audiotag.devices import flush_denormals
-from audiotag.features import gather_windows
-from audiotag.models import build_model
+from audiotag.training.models import build_model
 
 MODEL_FORMAT = 1
 

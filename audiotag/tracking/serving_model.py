@@ -7,6 +7,6 @@ object (MLflow's advice: a pickle can run anything when it is loaded).
 
 from mlflow.models import set_model
 
-from audiotag.serving import AudiotagModel
+from audiotag.tracking.pyfunc import AudiotagModel
 
 set_model(AudiotagModel())

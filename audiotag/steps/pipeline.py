@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from audiotag.batches import Clips
 from audiotag.config import Stage, TrainConfig, settings_hash
-from audiotag.features import FeatureStore, build_feature_store
-from audiotag.layout import SAMPLE_SUBMISSION
+from audiotag.data.layout import SAMPLE_SUBMISSION
+from audiotag.features.store import FeatureStore, build_feature_store
+from audiotag.inference.predict import LoadedModel, ensemble
+from audiotag.inference.tagging import write_package
 from audiotag.metrics import lwlrap, lwlrap_per_class
-from audiotag.predict import LoadedModel, ensemble
 from audiotag.storage import file_digest, write_atomic, write_json_atomic
-from audiotag.tagging import write_package
-from audiotag.train import EpochRecord, StageResult, train_stage
+from audiotag.training.batches import Clips
+from audiotag.training.stage import EpochRecord, StageResult, train_stage
 
 
 @dataclass(frozen=True)

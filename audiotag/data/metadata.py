@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from audiotag.audio import AudioReadError, find_nonsilent, read_audio
-from audiotag.layout import AUDIO_DIRS, KAGGLE_CORRUPT_FILES, SUBSETS, read_subset
+from audiotag.data.layout import AUDIO_DIRS, KAGGLE_CORRUPT_FILES, SUBSETS, read_subset
+from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio
 from audiotag.storage import write_parquet_atomic
 
 INTERVAL = pa.struct([("start", pa.int64()), ("end", pa.int64())])

@@ -12,14 +12,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-import audiotag
-from audiotag.serving import signature
-from audiotag.tagging import package_digest
-from tasks.tracking import Tracking
+from audiotag.inference.tagging import package_digest
+from audiotag.tracking.pyfunc import signature
+from audiotag.tracking.runs import Tracking
 
 MODEL_NAME = "audiotag"
 # Logged from code (the file), not as a pickled object.
-SERVING_MODEL = str(Path(audiotag.__file__).with_name("serving_model.py"))
+SERVING_MODEL = str(Path(__file__).with_name("serving_model.py"))
 REQUIREMENTS = [
     "torch==2.14.1",
     "torchaudio==2.11.0",

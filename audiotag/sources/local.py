@@ -2,7 +2,7 @@
 
 ``source`` is a path (a directory already in the layout, or the competition zip),
 ``demo`` (the embedded synthetic dataset) or ``kaggle`` (the competition archive,
-downloaded through the ``kaggle`` client: :mod:`audiotag.kaggle_source`).
+downloaded through the ``kaggle`` client: :mod:`audiotag.sources.kaggle`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from audiotag.layout import AUDIO_DIRS, COMPETITION, LayoutError, check_layout
+from audiotag.data.layout import AUDIO_DIRS, COMPETITION, LayoutError, check_layout
 
 MARKER = ".audiotag-extracted.json"
 
@@ -91,7 +91,7 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
         seed: the demo dataset's seed.
     """
     if source == "demo":
-        from audiotag.demo import write_demo_dataset
+        from audiotag.sources.demo import write_demo_dataset
 
         archive = data_dir.parent / "demo-source" / f"{COMPETITION}-seed{seed}.zip"
         if not archive.exists():
@@ -99,7 +99,7 @@ def prepare_source(source: str, data_dir: Path, seed: int = 0) -> Path:
             os.replace(built, archive)
         return unpack_competition(archive, data_dir)
     if source == "kaggle":
-        from audiotag.kaggle_source import download_competition
+        from audiotag.sources.kaggle import download_competition
 
         return download_competition(data_dir, COMPETITION)
     path = Path(source).expanduser()

@@ -29,13 +29,13 @@ from fastai.optimizer import ranger
 from fastcore.foundation import L
 from torch import nn
 
-from audiotag.batches import Clips, TrainBatches, measure_normalizer
 from audiotag.config import Stage, TrainConfig
 from audiotag.devices import flush_denormals
+from audiotag.inference.predict import predict_clips, save_model
 from audiotag.metrics import lwlrap
-from audiotag.models import build_model
-from audiotag.predict import predict_clips, save_model
 from audiotag.storage import exclusive, write_atomic
+from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
+from audiotag.training.models import build_model
 
 CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
 

@@ -24,8 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from audiotag.layout import SUBSETS
-from audiotag.metadata import METADATA_SCHEMA, REJECTED_SCHEMA
+from audiotag.data.layout import SUBSETS
+from audiotag.data.metadata import METADATA_SCHEMA, REJECTED_SCHEMA
 from audiotag.storage import write_atomic, write_text_atomic
 
 REPORT_NAME = "data_report.md"

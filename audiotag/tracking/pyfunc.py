@@ -20,8 +20,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from audiotag.audio import AudioReadError
-from audiotag.tagging import Ensemble, select
+from audiotag.features.audio import AudioReadError
+from audiotag.inference.tagging import Ensemble, select
 
 
 def signature(vocab: tuple[str, ...]) -> ModelSignature:

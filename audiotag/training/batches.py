@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from audiotag.config import AugmentSettings
-from audiotag.features import (
+from audiotag.features.store import (
     clamp_top_db,
     gather_windows,
     gather_windows_torch,

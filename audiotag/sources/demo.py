@@ -31,8 +31,8 @@ import numpy as np
 import soundfile as sf
 
 # One definition of each: the pipeline drops these names, so the demo holds them.
-from audiotag.layout import COMPETITION
-from audiotag.layout import KAGGLE_CORRUPT_FILES as KAGGLE_CORRUPT_CURATED
+from audiotag.data.layout import COMPETITION
+from audiotag.data.layout import KAGGLE_CORRUPT_FILES as KAGGLE_CORRUPT_CURATED
 
 __all__ = [
     "COMPETITION",

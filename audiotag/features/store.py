@@ -21,8 +21,8 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from audiotag.audio import read_audio, remove_silence
 from audiotag.config import MelSettings
+from audiotag.features.audio import read_audio, remove_silence
 
 # Floor of the power spectrogram: 10 * log10(1e-10). Padding uses it too, so a
 # zero-padded crop reads as digital silence, as the report's pipeline saw it.
