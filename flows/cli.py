@@ -47,10 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"audiotag: {err}", file=sys.stderr)
         return 2
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / "prefect-results"))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    from audiotag.steps.workspace import Workspace
+
+    ws = Workspace.at(args.workdir)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(ws.results))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", ws.tracking_uri)
     # The temporary server's telemetry heartbeat fights the flow for its SQLite
     # file and logs 'database is locked' tracebacks; nothing is lost without it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -64,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = train_flow(
         source=args.source,
-        workdir=str(workdir),
+        workdir=str(ws.root),
         preset=args.preset,
         overrides=overrides,
         dask_address=args.dask_address,

@@ -16,7 +16,8 @@ from audiotag.data.metadata import dataset_fingerprint, extract_metadata, filter
 from audiotag.data.report import write_data_report
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
-from audiotag.steps.pipeline import DatasetInfo, Workspace, build_features
+from audiotag.steps.pipeline import DatasetInfo, build_features
+from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import Tracking, log_artifact
 
 
@@ -36,7 +37,7 @@ def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefec
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_network_only)
 def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     """Brings the dataset into the FAT2019 layout; returns its directory."""
-    data_dir = prepare_source(source, Workspace(Path(workdir)).data_dir, seed=seed)
+    data_dir = prepare_source(source, Workspace.at(workdir).data_dir, seed=seed)
     get_run_logger().info("dataset ready in %s", data_dir)
     return str(data_dir)
 
@@ -44,7 +45,7 @@ def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
 @task
 def extract_dataset_metadata(data_dir: str, workdir: str, silence_top_db: float) -> str:
     """Writes metadata.parquet (incremental: unchanged files are not re-read)."""
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     return str(extract_metadata(Path(data_dir), ws.metadata, silence_top_db))
 
 
@@ -53,7 +54,7 @@ def filter_corrupt_files(
     data_dir: str, workdir: str, metadata: str, tracking: Tracking
 ) -> DatasetInfo:
     """Drops known-corrupt, unreadable and silent files, recording each with its reason."""
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     kept, rejected = filter_corrupt(Path(metadata), ws.kept, ws.rejected)
     counts = Counter(pq.read_table(ws.kept, columns=["subset"]).column("subset").to_pylist())
     info = DatasetInfo(
@@ -73,7 +74,7 @@ def filter_corrupt_files(
         info.fingerprint,
         len(info.vocab),
     )
-    report_dir = ws.root / "report"
+    report_dir = ws.report_dir
     paths = write_data_report(ws.metadata, ws.rejected, report_dir)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
@@ -96,14 +97,14 @@ def filter_corrupt_files(
 @task
 def make_dataset_folds(workdir: str, info: DatasetInfo, settings: FoldSettings) -> str:
     """Writes folds.parquet (same split on every run for the same data and settings)."""
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     return str(make_folds(ws.kept, ws.folds, settings))
 
 
 @task
 def build_feature_store(workdir: str, info: DatasetInfo, config: TrainConfig) -> str:
     """Computes every kept file's log-mel once; cached by fingerprint and mel settings."""
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     root = build_features(ws, Path(info.data_dir), config, info.fingerprint)
     store = feats.FeatureStore.open(root)
     get_run_logger().info(

@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
 from audiotag.devices import cpu_cores, device_pool
-from audiotag.steps.pipeline import DatasetInfo, EnsembleResult, Workspace, predict_test
+from audiotag.steps.pipeline import DatasetInfo, EnsembleResult, predict_test
+from audiotag.steps.workspace import Workspace
 from audiotag.tracking.registry import MODEL_NAME, register_ensemble
 from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
 from audiotag.training.stage import StageResult
@@ -27,7 +28,7 @@ def tta_ensemble(
     tracking: Tracking,
 ) -> EnsembleResult:
     """Averages every curated model's TTA test predictions into submission.csv."""
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     # Every fold is done: the test predictions take every core.
     with device_pool().lease(threads=cpu_cores()) as device:
         result = predict_test(

@@ -20,11 +20,11 @@ from audiotag.config import Stage, TrainConfig, settings_hash
 from audiotag.devices import device_pool
 from audiotag.steps.pipeline import (
     DatasetInfo,
-    Workspace,
     fold_model_path,
     fold_result_key,
     train_fold,
 )
+from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import (
     Tracking,
     end_run,
@@ -71,7 +71,7 @@ def fold_task(
     cached result whose model file is gone (``models/`` deleted to free space) is not
     trusted: the fold trains again and its cache record is replaced.
     """
-    ws = Workspace(Path(workdir))
+    ws = Workspace.at(workdir)
     model = fold_model_path(ws, config, stage, fold, info.model_key)
     return train_stage_fold.with_options(
         task_run_name=f"{stage}-fold-{fold + 1}",
@@ -169,7 +169,7 @@ def train_stage_fold(
         with device_pool().lease() as device, gpu_slot(device):
             logger.info("%s on %s", name, device)
             result = train_fold(
-                Workspace(Path(workdir)),
+                Workspace.at(workdir),
                 info,
                 Path(store_dir),
                 config,

@@ -17,59 +17,10 @@ from audiotag.features.store import FeatureStore, build_feature_store
 from audiotag.inference.predict import LoadedModel, ensemble
 from audiotag.inference.tagging import write_package
 from audiotag.metrics import lwlrap, lwlrap_per_class
+from audiotag.steps.workspace import Workspace
 from audiotag.storage import file_digest, write_atomic, write_json_atomic
 from audiotag.training.batches import Clips
 from audiotag.training.stage import EpochRecord, StageResult, train_stage
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """A run's work directory and the files in it (SPEC §4)."""
-
-    root: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def metadata(self) -> Path:
-        return self.root / "metadata.parquet"
-
-    @property
-    def kept(self) -> Path:
-        return self.root / "kept.parquet"
-
-    @property
-    def rejected(self) -> Path:
-        return self.root / "rejected.parquet"
-
-    @property
-    def folds(self) -> Path:
-        return self.root / "folds.parquet"
-
-    @property
-    def results(self) -> Path:
-        """Persisted task results (the CLI points Prefect's local storage here)."""
-        return self.root / "prefect-results"
-
-    @property
-    def cache_keys(self) -> Path:
-        """Prefect's cache records for fold tasks: what a re-run looks up."""
-        return self.root / "prefect-cache"
-
-    def features(self, key: str) -> Path:
-        return self.root / "features" / key
-
-    def stage_dir(self, key: str, stage: str, fold: int) -> Path:
-        return self.root / "models" / f"{stage}-{key}" / f"fold-{fold + 1}"
-
-    def run_dir(self, name: str) -> Path:
-        return self.root / "runs" / name
-
-    def test_predictions(self, key: str) -> Path:
-        """The ensemble's test probabilities for one set of models and test-time settings."""
-        return self.root / "predictions" / f"test-{key}.npy"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from audiotag.steps.workspace import Workspace
+
 EXPERIMENT = "audiotag"
 
 
@@ -26,7 +28,7 @@ class Tracking:
 
 def tracking_uri(workdir: Path) -> str:
     """``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the work dir."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve()}/mlflow.db"
+    return os.environ.get("MLFLOW_TRACKING_URI") or Workspace.at(workdir).tracking_uri
 
 
 def code_version() -> str:
@@ -92,9 +94,7 @@ def start_parent(
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        artifacts = (
-            (workdir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-        )
+        artifacts = Workspace.at(workdir).mlartifacts.as_uri() if uri.startswith("sqlite") else None
         exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id

@@ -1,0 +1,105 @@
+"""The work directory: every path a run reads or writes under it, named once (SPEC §4).
+
+Tasks, the CLI and the benches ask a ``Workspace`` for a path; none spells one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A run's work directory and the files in it."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, workdir: str | Path) -> Workspace:
+        """The workspace of ``workdir``, resolved so that every task sees the same paths."""
+        return cls(Path(workdir).resolve())
+
+    # -- the dataset -----------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """The dataset in the FAT2019 layout (unpacked or written here)."""
+        return self.root / "data"
+
+    @property
+    def demo_source(self) -> Path:
+        """Where the demo dataset's archive is written before it is unpacked."""
+        return self.root / "demo-source"
+
+    @property
+    def kaggle_source(self) -> Path:
+        """Where the competition archive is downloaded (kept for resuming)."""
+        return self.root / "kaggle-source"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata.parquet"
+
+    @property
+    def kept(self) -> Path:
+        return self.root / "kept.parquet"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected.parquet"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.parquet"
+
+    @property
+    def report_dir(self) -> Path:
+        """The data report: ``data_report.md`` and its PNG plots."""
+        return self.root / "report"
+
+    def features(self, key: str) -> Path:
+        """The memory-mapped log-mel store for one set of files and mel settings."""
+        return self.root / "features" / key
+
+    # -- models and results ----------------------------------------------------------
+    def stage_dir(self, key: str, stage: str, fold: int) -> Path:
+        """One stage's fold (0-based ``fold``): checkpoints, ``model.pt``, valid scores."""
+        return self.root / "models" / f"{stage}-{key}" / f"fold-{fold + 1}"
+
+    def run_dir(self, name: str) -> Path:
+        """One flow run's outputs: submission, oof, scores, the model package."""
+        return self.root / "runs" / name
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def test_predictions(self, key: str) -> Path:
+        """The ensemble's test probabilities for one set of models and test-time settings."""
+        return self.root / "predictions" / f"test-{key}.npy"
+
+    # -- orchestration and tracking --------------------------------------------------
+    @property
+    def results(self) -> Path:
+        """Persisted task results (Prefect's local result storage)."""
+        return self.root / "prefect-results"
+
+    @property
+    def cache_keys(self) -> Path:
+        """Prefect's cache records for fold tasks: what a re-run looks up."""
+        return self.root / "prefect-cache"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """The default MLflow tracking store (SQLite)."""
+        return self.root / "mlflow.db"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The default tracking URI: the SQLite file above."""
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlartifacts(self) -> Path:
+        """MLflow's artifact root for the SQLite store."""
+        return self.root / "mlartifacts"
