@@ -54,7 +54,8 @@ from benchlib import (
 from audiotag.config import TrainConfig, load_config
 from audiotag.data.metadata import extract_metadata
 from audiotag.features.audio import find_nonsilent, read_audio, remove_silence
-from audiotag.features.store import FeatureStore, build_feature_store, clamp_top_db, compute_logmel
+from audiotag.features.logmel import clamp_top_db, compute_logmel
+from audiotag.features.store import FeatureStore, build_feature_store
 from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
 
 # librosa warns when a clip is shorter than n_fft; the baseline pads as librosa does.
@@ -119,7 +120,7 @@ def bench_training_input(
     data_dir: Path, rows: list[dict], config: TrainConfig, tmp: Path, repeats: int, items: int
 ) -> dict:
     """(b): training crops per second from the store vs librosa per item."""
-    mel, stage = config.mel, config.noisy
+    mel, stage = config.mel, config.stage("noisy")
     root = build_feature_store(rows, data_dir, mel, tmp / f"store-{config.preset}")
     store = FeatureStore.open(root)
     train = [r for r in rows if r["subset"] in ("curated", "noisy")]
@@ -193,6 +194,7 @@ def main() -> None:
             r_scratch = st["theirs"] / (st["ours"] + st["meta"])
             r_train = tr["theirs"] / tr["ours"]
             ratios.append((preset, r_store, r_scratch, r_train))
+            noisy_batch = config.stage("noisy").batch_size
             block = [
                 f"**{preset} mel** ({config.mel.n_mels} bands, hop {config.mel.hop_length}, "
                 f"n_fft {config.mel.n_fft}). {match}.",
@@ -207,7 +209,7 @@ def main() -> None:
                 f"| {n / (st['ours'] + st['meta']):.0f} "
                 f"| {audio_s / (st['ours'] + st['meta']):.0f} | {r_scratch:.1f}x |",
                 f"| (b) training input | librosa per item | {1 / tr['theirs']:.0f} | | 1 |",
-                f"| (b) training input | audiotag TrainBatches (batch {config.noisy.batch_size}) "
+                f"| (b) training input | audiotag TrainBatches (batch {noisy_batch}) "
                 f"| {1 / tr['ours']:.0f} | | **{r_train:.0f}x** (target >= 20x) |",
             ]
             print("\n".join(block), flush=True)

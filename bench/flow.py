@@ -47,15 +47,8 @@ FEWER_EPOCHS = {
     "curated.cycles": [{"epochs": 3, "lr": 2e-3}],
     "curated.min_steps": 0,
 }
-# A smoke run: two folds, one epoch per stage, a narrow net, a tiny dataset.
-TINY = {
-    "model.widen": 0.25,
-    "folds.n_folds": 2,
-    "noisy.cycles": [{"epochs": 1, "lr": 3e-3}],
-    "curated.cycles": [{"epochs": 1, "lr": 3e-3}],
-    "curated.min_steps": 0,
-    "eval.tta": 1,
-}
+# A smoke run: the debug preset (one epoch per stage, a narrow net) on two folds.
+TINY = {"folds.n_folds": 2}
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -105,13 +98,13 @@ def task_records(flow_run_id: object) -> tuple[list[dict], dict]:
     return rows, flow
 
 
-def run_once(workdir: Path, overrides: dict) -> dict:
+def run_once(workdir: Path, preset: str, overrides: dict) -> dict:
     """One flow run: its wall time, task records and busy time."""
     from flows.train import train_flow
 
     t0 = time.perf_counter()
     state = train_flow(
-        source="demo", workdir=str(workdir), preset="demo", overrides=overrides, return_state=True
+        source="demo", workdir=str(workdir), preset=preset, overrides=overrides, return_state=True
     )
     wall = time.perf_counter() - t0
     if not state.is_completed():
@@ -154,6 +147,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
 
+    preset = "debug" if args.tiny else "demo"
     if args.tiny:
         overrides, what = TINY, "tiny smoke run (2 folds, 1 epoch per stage, 5% of the demo data)"
     elif args.full:
@@ -173,14 +167,15 @@ def main() -> None:
             # The demo source writes the full-size dataset; a tiny one stands in for it.
             from audiotag.data.layout import COMPETITION
             from audiotag.sources.demo import write_demo_dataset
+            from audiotag.steps.workspace import Workspace
 
-            src = workdir / "demo-source"
+            src = Workspace.at(workdir).demo_source
             built = write_demo_dataset(src, seed=0, scale=0.05)
             os.replace(built, src / f"{COMPETITION}-seed0.zip")
         with prefect_sandbox(tmp_path):
-            first = run_once(workdir, overrides)
+            first = run_once(workdir, preset, overrides)
             print(f"first run: wall {first['wall']:.1f} s", flush=True)
-            again = run_once(workdir, overrides)
+            again = run_once(workdir, preset, overrides)
             print(f"cached re-run: wall {again['wall']:.1f} s", flush=True)
 
     overhead = first["wall"] - first["busy"]

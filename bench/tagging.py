@@ -43,7 +43,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 def build_package(root: Path, preset: str, vocab: tuple[str, ...], folds: int = 5) -> Path:
     """Five untrained fold models of ``preset`` in a model package."""
     config = load_config(preset)
-    size = config.curated.cycles[-1].size
+    size = config.stage("curated").cycles[-1].size
     files = []
     for k in range(folds):
         torch.manual_seed(k)

@@ -12,11 +12,16 @@ from typing import Any
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\naudiotag run", summary["run_name"])
-    print(f"{'fold':>6}  {'noisy lwlrap':>12}  {'curated lwlrap':>14}")
+    stages = summary["stages"]
+    heads = [f"{s} lwlrap" for s in stages]
+    print(f"{'fold':>6}" + "".join(f"  {h:>{max(12, len(h))}}" for h in heads))
     for row in summary["folds"]:
-        noisy = "-" if row["noisy"] is None else f"{row['noisy']:.4f}"
-        print(f"{row['fold']:>6}  {noisy:>12}  {row['curated']:>14.4f}")
-    print(f"\nout-of-fold lwlrap (curated): {summary['oof_lwlrap']:.4f}")
+        cells = ["-" if row[s] is None else f"{row[s]:.4f}" for s in stages]
+        print(
+            f"{row['fold']:>6}"
+            + "".join(f"  {c:>{max(12, len(h))}}" for c, h in zip(cells, heads, strict=True))
+        )
+    print(f"\nout-of-fold lwlrap ({stages[-1]}): {summary['oof_lwlrap']:.4f}")
     test = summary["test_lwlrap"]
     print(
         f"test lwlrap:                  {'n/a (no test labels)' if test is None else f'{test:.4f}'}"
@@ -116,9 +121,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
     try:
         if args.model.startswith(("models:/", "runs:/")):
-            import mlflow.pyfunc
+            from audiotag.tracking.registry import load_ensemble
 
-            ens = mlflow.pyfunc.load_model(args.model).unwrap_python_model().ensemble
+            ens = load_ensemble(args.model)
         else:
             ens = Ensemble(Path(args.model), args.device)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -148,6 +153,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from audiotag.config import PRESETS
+
     parser = argparse.ArgumentParser(prog="audiotag", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'demo', 'kaggle' (through the kaggle client), a dataset directory "
         "or the competition zip",
     )
-    run.add_argument("--preset", default="demo", choices=["demo", "reference"])
+    run.add_argument("--preset", default="demo", choices=list(PRESETS))
     run.add_argument("--workdir", default="audiotag-work")
     run.add_argument(
         "--dask-address",

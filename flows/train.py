@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from audiotag.config import TrainConfig, TrainOptions, load_config
+from audiotag.config import PresetName, TrainConfig, TrainOptions, load_config
 from audiotag.devices import flush_denormals
-from audiotag.steps.pipeline import DatasetInfo
+from audiotag.steps.dataset import DatasetInfo
+from audiotag.steps.training import plan_stages
 from audiotag.tracking.runs import Tracking
 from audiotag.training.stage import StageResult
 from tasks.data import (
@@ -42,59 +43,51 @@ def _train_folds(
     config: TrainConfig,
     tracking: Tracking,
     dask_address: str | None,
-) -> tuple[list[StageResult], list[StageResult]]:
-    """Every noisy fold, then each curated fold as soon as its own noisy fold is done."""
+) -> dict[str, list[StageResult]]:
+    """Every planned stage's folds; fold k of a stage starts as soon as fold k of the
+    stage it starts from is done."""
     common = {"workdir": workdir, "info": info, "store_dir": store, "config": config}
     folds = range(config.folds.n_folds)
+    futures: dict[str, dict[int, PrefectFuture]] = {}
     with fold_runner(dask_address) as submit:
-        # A dataset without a noisy subset trains the curated stage from scratch.
-        noisy = {
-            k: submit(
-                fold_task(workdir, info, config, "noisy", k),
-                **common,
-                stage="noisy",
-                fold=k,
-                init=None,
-                tracking=tracking,
-            )
-            for k in folds
-            if info.count("noisy")
-        }
-        curated = {
-            k: submit(
-                fold_task(workdir, info, config, "curated", k),
-                **common,
-                stage="curated",
-                fold=k,
-                init=noisy.get(k),
-                tracking=tracking,
-            )
-            for k in folds
-        }
-        futures = {
-            **{f"noisy-fold-{k + 1}": f for k, f in noisy.items()},
-            **{f"curated-fold-{k + 1}": f for k, f in curated.items()},
-        }
-        wait(list(futures.values()))
-        names = [n for n, f in futures.items() if not f.state.is_completed()]
+        for planned in plan_stages(config, info):
+            futures[planned.name] = {
+                k: submit(
+                    fold_task(workdir, info, config, planned.name, k),
+                    **common,
+                    stage=planned.name,
+                    fold=k,
+                    init=futures[planned.init][k] if planned.init else None,
+                    tracking=tracking,
+                )
+                for k in folds
+            }
+        every = [f for by_fold in futures.values() for f in by_fold.values()]
+        wait(every)
+        names = [
+            f"{stage}-fold-{k + 1}"
+            for stage, by_fold in futures.items()
+            for k, f in by_fold.items()
+            if not f.state.is_completed()
+        ]
         if names:
             raise FoldsFailed(
                 f"folds did not complete: {', '.join(names)}; re-run the flow "
                 "to retrain only these (finished folds come from the cache)"
             )
-        return [f.result() for f in noisy.values()], [f.result() for f in curated.values()]
+        return {s: [f.result() for f in by_fold.values()] for s, by_fold in futures.items()}
 
 
 @flow(name="audiotag-train", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def train_flow(
     source: Annotated[str, Field(min_length=1)] = "demo",
     workdir: Annotated[str, Field(min_length=1)] = "audiotag-work",
-    preset: Literal["demo", "reference"] = "demo",
+    preset: PresetName = "demo",
     options: TrainOptions = NO_OPTIONS,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Trains the two-stage, 5-fold ensemble and writes the submission.
+    """Trains the preset's stages over its folds and writes the ensemble's submission.
 
     Args:
         source: 'demo' (the embedded dataset), 'kaggle' (the competition; the worker
@@ -102,7 +95,7 @@ def train_flow(
         workdir: Folder for data, features, fold models, cache records and runs. On a
             cluster, put it on shared storage so that finished folds survive a new container.
         preset: 'demo' is small and quick on a CPU; 'reference' is the report's recipe
-            (a GPU job).
+            (a GPU job); 'debug' trains in seconds (for smoke tests).
         options: The settings changed most often; an empty field keeps the preset's value.
         overrides: Any other preset field by dotted key, e.g. {"model.arch": "xresnet34"}.
         dask_address: Train the folds on this Dask cluster (tcp://host:8786), each fold
@@ -124,23 +117,22 @@ def train_flow(
         folds_file = make_dataset_folds(workdir, info, config.folds)
         store = build_feature_store(workdir, info, config, wait_for=[folds_file])
 
-        noisy_results, curated_results = _train_folds(
-            workdir, info, store, config, tracking, dask_address
-        )
-        result = tta_ensemble(
-            workdir, info, store, config, noisy_results, curated_results, run_name, tracking
-        )
+        results = _train_folds(workdir, info, store, config, tracking, dask_address)
+        result = tta_ensemble(workdir, info, store, config, results, run_name, tracking)
         ok = True
         return {
             "run_name": run_name,
             "workdir": workdir,
+            "stages": list(config.stage_names),
             "folds": [
                 {
-                    "fold": c.fold + 1,
-                    "curated": c.valid_lwlrap,
-                    "noisy": noisy_results[i].valid_lwlrap if noisy_results else None,
+                    "fold": k + 1,
+                    **{
+                        s: results[s][k].valid_lwlrap if s in results else None
+                        for s in config.stage_names
+                    },
                 }
-                for i, c in enumerate(curated_results)
+                for k in range(config.folds.n_folds)
             ],
             "oof_lwlrap": result.oof_lwlrap,
             "test_lwlrap": result.test_lwlrap,

@@ -10,13 +10,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import FoldSettings, TrainConfig
+from audiotag.data.filtering import filter_corrupt
 from audiotag.data.folds import make_folds
 from audiotag.data.layout import read_vocabulary
-from audiotag.data.metadata import dataset_fingerprint, extract_metadata, filter_corrupt
+from audiotag.data.metadata import dataset_fingerprint, extract_metadata
 from audiotag.data.report import write_data_report
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
-from audiotag.steps.pipeline import DatasetInfo, build_features
+from audiotag.steps.dataset import DatasetInfo, build_features
 from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import Tracking, log_artifact
 
@@ -37,7 +38,10 @@ def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefec
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_network_only)
 def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     """Brings the dataset into the FAT2019 layout; returns its directory."""
-    data_dir = prepare_source(source, Workspace.at(workdir).data_dir, seed=seed)
+    ws = Workspace.at(workdir)
+    data_dir = prepare_source(
+        source, ws.data_dir, demo_dir=ws.demo_source, kaggle_dir=ws.kaggle_source, seed=seed
+    )
     get_run_logger().info("dataset ready in %s", data_dir)
     return str(data_dir)
 

@@ -1,4 +1,7 @@
-"""The TTA ensemble task: submission, out-of-fold and test scores, logged to the parent run."""
+"""The TTA ensemble task: submission, out-of-fold and test scores, logged to the parent run.
+
+The ensemble is the last stage's fold models; every stage's fold scores are logged.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
 from audiotag.devices import cpu_cores, device_pool
-from audiotag.steps.pipeline import DatasetInfo, EnsembleResult, predict_test
+from audiotag.steps.dataset import DatasetInfo
+from audiotag.steps.ensemble import EnsembleResult, predict_test
 from audiotag.steps.workspace import Workspace
 from audiotag.tracking.registry import MODEL_NAME, register_ensemble
 from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
@@ -22,20 +26,23 @@ def tta_ensemble(
     info: DatasetInfo,
     store_dir: str,
     config: TrainConfig,
-    noisy: list[StageResult],
-    curated: list[StageResult],
+    results: dict[str, list[StageResult]],
     run_name: str,
     tracking: Tracking,
 ) -> EnsembleResult:
-    """Averages every curated model's TTA test predictions into submission.csv."""
+    """Averages the last stage's fold models' TTA test predictions into submission.csv.
+
+    ``results`` maps each stage that ran, in order, to its folds' results.
+    """
+    last = list(results.values())[-1]
     ws = Workspace.at(workdir)
     # Every fold is done: the test predictions take every core.
     with device_pool().lease(threads=cpu_cores()) as device:
-        result = predict_test(
-            ws, info, Path(store_dir), config, curated, ws.run_dir(run_name), device
-        )
+        result = predict_test(ws, info, Path(store_dir), config, last, ws.run_dir(run_name), device)
     metrics = {
-        f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap for r in [*noisy, *curated]
+        f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap
+        for folds in results.values()
+        for r in folds
     }
     metrics["oof/lwlrap"] = result.oof_lwlrap
     if result.test_lwlrap is not None:
@@ -63,19 +70,20 @@ def tta_ensemble(
             if reg.alias == "champion"
             else " (it does not beat the champion's OOF lwlrap on this vocabulary)",
         )
-    noisy_by_fold = {r.fold: r.valid_lwlrap for r in noisy}
     rows = [
         {
-            "fold": c.fold + 1,
-            "noisy lwlrap": round(noisy_by_fold.get(c.fold, float("nan")), 4),
-            "curated lwlrap": round(c.valid_lwlrap, 4),
+            "fold": r.fold + 1,
+            **{
+                f"{stage} lwlrap": round(folds[i].valid_lwlrap, 4)
+                for stage, folds in results.items()
+            },
         }
-        for c in curated
+        for i, r in enumerate(last)
     ]
     create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
     test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
     create_markdown_artifact(
-        _summary(run_name, result, test, tracking),
+        _summary(run_name, result, test, tracking, list(results)[-1]),
         key="run-summary",
         description="OOF and test lwlrap",
     )
@@ -83,14 +91,16 @@ def tta_ensemble(
     return result
 
 
-def _summary(run_name: str, result: EnsembleResult, test: str, tracking: Tracking) -> str:
+def _summary(
+    run_name: str, result: EnsembleResult, test: str, tracking: Tracking, stage: str
+) -> str:
     folds = child_runs(tracking)
     lines = [
         f"# audiotag run {run_name}",
         "",
         "| score | lwlrap |",
         "|---|---|",
-        f"| out-of-fold (curated) | {result.oof_lwlrap:.4f} |",
+        f"| out-of-fold ({stage}) | {result.oof_lwlrap:.4f} |",
         f"| test | {test} |",
         "",
         f"MLflow: [parent run]({run_link(tracking, tracking.parent_run_id)})",

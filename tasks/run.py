@@ -8,7 +8,14 @@ from prefect import get_run_logger, task
 from prefect.context import FlowRunContext
 
 from audiotag.config import TrainConfig
-from audiotag.tracking.runs import Tracking, code_version, end_run, flatten, start_parent
+from audiotag.tracking.runs import (
+    Tracking,
+    code_version,
+    end_run,
+    flatten,
+    set_parent_tag,
+    start_parent,
+)
 
 
 # A tracking server that is down fails the run fast (two quick retries), before any
@@ -35,11 +42,7 @@ def start_tracking(workdir: str, run_name: str, config: TrainConfig, source: str
 @task
 def tag_dataset(tracking: Tracking, fingerprint: str) -> None:
     """Tags the parent run with the dataset fingerprint once it is known."""
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking.uri).set_tag(
-        tracking.parent_run_id, "audiotag.dataset_fingerprint", fingerprint
-    )
+    set_parent_tag(tracking, "audiotag.dataset_fingerprint", fingerprint)
 
 
 @task

@@ -16,14 +16,11 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 
-from audiotag.config import Stage, TrainConfig, settings_hash
+from audiotag.config import TrainConfig, settings_hash
 from audiotag.devices import device_pool
-from audiotag.steps.pipeline import (
-    DatasetInfo,
-    fold_model_path,
-    fold_result_key,
-    train_fold,
-)
+from audiotag.steps.dataset import DatasetInfo
+from audiotag.steps.keys import fold_model_path, fold_result_key
+from audiotag.steps.training import train_fold
 from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import (
     Tracking,
@@ -61,9 +58,7 @@ FOLD_CACHE = CacheKeyFnPolicy(cache_key_fn=fold_cache_key) + TASK_SOURCE
 FAIL_ENV = "AUDIOTAG_FAIL_FOLD"
 
 
-def fold_task(
-    workdir: str, info: DatasetInfo, config: TrainConfig, stage: Stage, fold: int
-) -> Task:
+def fold_task(workdir: str, info: DatasetInfo, config: TrainConfig, stage: str, fold: int) -> Task:
     """The task of one stage and fold, its cache records and results under the work dir.
 
     Everything a re-run needs to find finished folds then lives in one folder: put
@@ -116,7 +111,7 @@ def train_stage_fold(
     info: DatasetInfo,
     store_dir: str,
     config: TrainConfig,
-    stage: Stage,
+    stage: str,
     fold: int,
     init: StageResult | None,
     tracking: Tracking,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 DRUMS = ROOT.parent / "shared" / "data" / "drums"
@@ -34,27 +32,21 @@ def drums_dir() -> Path:
     return DRUMS
 
 
-def write_tone(
-    path: Path,
-    freq: float = 440.0,
-    seconds: float = 1.0,
-    sr: int = 44100,
-    amp: float = 0.5,
-    subtype: str = "PCM_16",
-    channels: int = 1,
-    start: float = 0.0,
-    total: float | None = None,
-) -> Path:
-    """A sine burst of ``seconds`` at ``start`` in a clip of ``total`` seconds."""
-    total = total if total is not None else start + seconds
-    y = np.zeros(int(total * sr), dtype=np.float32)
-    t = np.arange(int(seconds * sr)) / sr
-    s = int(start * sr)
-    y[s : s + len(t)] = amp * np.sin(2 * np.pi * freq * t)[: len(y) - s]
-    data = np.stack([y] * channels, axis=1) if channels > 1 else y
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, sr, subtype=subtype)
-    return path
+@pytest.fixture(scope="session")
+def debug_preset() -> str:
+    """The preset the tests and ``--tiny`` benches train on: seconds on a CPU."""
+    from audiotag.config import PRESETS
+
+    assert "debug" in PRESETS
+    return "debug"
+
+
+@pytest.fixture(scope="session")
+def debug_config():
+    """``debug_config(**overrides)``: the debug preset with dotted-key overrides."""
+    from audiotag.config import load_config
+
+    return lambda **overrides: load_config("debug", overrides)
 
 
 @pytest.fixture

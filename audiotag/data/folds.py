@@ -11,9 +11,8 @@ from sklearn.model_selection import KFold
 
 from audiotag.config import FoldSettings
 from audiotag.data.layout import TRAIN_SUBSETS
+from audiotag.data.schemas import FOLDS_SCHEMA
 from audiotag.storage import write_parquet_atomic
-
-FOLDS_SCHEMA = pa.schema([("subset", pa.string()), ("fname", pa.string()), ("fold", pa.int32())])
 
 
 def assign_folds(labels: list[list[str]], settings: FoldSettings) -> np.ndarray:

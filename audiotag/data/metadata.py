@@ -1,6 +1,6 @@
-"""Per-file metadata (one Parquet row per audio file), filtering, dataset fingerprint.
+"""Per-file metadata (one Parquet row per audio file) and the dataset fingerprint.
 
-The Parquet schemas are defined here and nowhere else.
+The rows' schema is `audiotag.data.schemas.METADATA_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -15,52 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from audiotag.data.layout import AUDIO_DIRS, KAGGLE_CORRUPT_FILES, SUBSETS, read_subset
+from audiotag.config import SILENCE_TOP_DB
+from audiotag.data.layout import AUDIO_DIRS, SUBSETS, read_subset
+from audiotag.data.schemas import METADATA_SCHEMA
 from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio
 from audiotag.storage import write_parquet_atomic
 
-INTERVAL = pa.struct([("start", pa.int64()), ("end", pa.int64())])
-
-METADATA_SCHEMA = pa.schema(
-    [
-        ("fname", pa.string()),
-        ("subset", pa.string()),
-        ("labels", pa.list_(pa.string())),
-        ("path", pa.string()),  # relative to the data directory
-        ("file_size", pa.int64()),
-        ("mtime_ns", pa.int64()),
-        ("sha1", pa.string()),
-        ("frames", pa.int64()),
-        ("sample_rate", pa.int32()),
-        ("channels", pa.int32()),
-        ("sample_format", pa.string()),
-        ("duration", pa.float64()),
-        ("peak_db", pa.float64()),
-        ("rms_db", pa.float64()),
-        ("nonsilent", pa.list_(INTERVAL)),  # sample intervals at the file's own rate
-        ("nonsilent_duration", pa.float64()),
-        ("error", pa.string()),  # null when the file was read
-    ]
-)
-
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("fname", pa.string()),
-        ("subset", pa.string()),
-        ("path", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
-# Reasons a file is rejected; the detail column says more.
-REASON_KAGGLE = "kaggle_corrupt_list"
-REASON_UNREADABLE = "unreadable"
-REASON_SILENT = "all_silent"
-REASON_MISSING = "missing"
-REASON_DUPLICATE = "duplicate"
-REASON_UNLISTED = "unlisted"
-REASON_NO_LABELS = "no_labels"
 UNLISTED_ERROR = "unlisted: no CSV names this file"
 
 
@@ -68,14 +28,37 @@ def _db(x: float) -> float:
     return float(20.0 * np.log10(max(x, 1e-10)))
 
 
-def describe_file(
-    data_dir: Path, fname: str, subset: str, labels: Iterable[str], silence_top_db: float = 20.0
-) -> dict:
-    """One metadata row; read errors are recorded in ``error``, never raised."""
-    rel = f"{AUDIO_DIRS[subset]}/{fname}"
-    path = data_dir / rel
+def _empty_row(fname: str, subset: str, labels: Iterable[str]) -> dict:
     row: dict = {name: None for name in METADATA_SCHEMA.names}
-    row.update(fname=fname, subset=subset, labels=list(labels), path=rel, nonsilent=[])
+    row.update(
+        fname=fname,
+        subset=subset,
+        labels=list(labels),
+        path=f"{AUDIO_DIRS[subset]}/{fname}",
+        nonsilent=[],
+    )
+    return row
+
+
+def describe_file(
+    data_dir: Path,
+    fname: str,
+    subset: str,
+    labels: Iterable[str],
+    silence_top_db: float = SILENCE_TOP_DB,
+) -> dict:
+    """One metadata row; read errors are recorded in ``error``, never raised.
+
+    Args:
+        data_dir: the dataset directory (FAT2019 layout).
+        fname: the file's name in its subset's folder.
+        subset: ``curated``, ``noisy`` or ``test``.
+        labels: the file's labels from its CSV.
+        silence_top_db: frames this many dB below the loudest are silence; the
+            flow passes ``config.mel.silence_top_db``. Recorded in the row.
+    """
+    row = _empty_row(fname, subset, labels)
+    path = data_dir / row["path"]
     try:
         st = path.stat()
     except OSError:
@@ -106,17 +89,63 @@ def describe_file(
         rms_db=_db(float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))),
         nonsilent=[{"start": int(s), "end": int(e)} for s, e in intervals],
         nonsilent_duration=float((intervals[:, 1] - intervals[:, 0]).sum() / sr),
+        silence_top_db=float(silence_top_db),
     )
     return row
 
 
+def _is_reusable(prev: dict | None, path: Path, silence_top_db: float) -> bool:
+    """Whether a previous row still describes the file: same size and mtime, read
+    without error, and its non-silent intervals found at the same threshold."""
+    if prev is None or prev["error"] is not None:
+        return False
+    # Rows written before the threshold was recorded lack it: they are re-read.
+    if prev.get("silence_top_db") != float(silence_top_db):
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return prev["file_size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns
+
+
+def _unlisted_rows(data_dir: Path, named: set[tuple[str, str]]) -> list[dict]:
+    """Rows for the audio files that no CSV names: recorded (and rejected), never lost."""
+    rows = []
+    for subset in SUBSETS:
+        folder = data_dir / AUDIO_DIRS[subset]
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if (
+                path.is_file()
+                and not path.name.startswith(".")
+                and (subset, path.name) not in named
+            ):
+                row = _empty_row(path.name, subset, [])
+                row.update(error=UNLISTED_ERROR, file_size=path.stat().st_size)
+                rows.append(row)
+    return rows
+
+
 def extract_metadata(
-    data_dir: Path, out_path: Path, silence_top_db: float = 20.0, workers: int = 2
+    data_dir: Path,
+    out_path: Path,
+    silence_top_db: float = SILENCE_TOP_DB,
+    workers: int = 2,
 ) -> Path:
     """Writes ``metadata.parquet``: one row per file the CSVs name, in CSV order.
 
-    Incremental: a file whose size and mtime match the previous ``out_path``
-    keeps its row and is not read again.
+    Incremental: a file whose size and mtime match its row in the previous
+    ``out_path``, and whose row was made at the same ``silence_top_db``, keeps
+    its row and is not read again.
+
+    Args:
+        data_dir: the dataset directory (FAT2019 layout).
+        out_path: where to write the table (atomically).
+        silence_top_db: the silence threshold; the flow passes
+            ``config.mel.silence_top_db``.
+        workers: threads that read files.
     """
     previous: dict[tuple[str, str], dict] = {}
     if out_path.exists():
@@ -128,47 +157,14 @@ def extract_metadata(
     for subset in SUBSETS:
         for item in read_subset(data_dir, subset):
             prev = previous.get((subset, item.fname))
-            path = data_dir / AUDIO_DIRS[subset] / item.fname
-            try:
-                st = path.stat()
-                unchanged = (
-                    prev is not None
-                    and prev["error"] is None
-                    and prev["file_size"] == st.st_size
-                    and prev["mtime_ns"] == st.st_mtime_ns
-                )
-            except OSError:
-                unchanged = False
-            if unchanged:
+            if _is_reusable(prev, data_dir / AUDIO_DIRS[subset] / item.fname, silence_top_db):
                 rows.append({**prev, "labels": list(item.labels)})
             else:
                 todo.append((len(rows), item.fname, subset, item.labels))
                 rows.append(None)
-
-    # Audio files that no CSV names are recorded too (and rejected), never lost silently.
     named = {(r["subset"], r["fname"]) for r in rows if r is not None}
     named |= {(subset, fname) for _, fname, subset, _ in todo}
-    for subset in SUBSETS:
-        folder = data_dir / AUDIO_DIRS[subset]
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if (
-                path.is_file()
-                and not path.name.startswith(".")
-                and (subset, path.name) not in named
-            ):
-                row = {name: None for name in METADATA_SCHEMA.names}
-                row.update(
-                    fname=path.name,
-                    subset=subset,
-                    labels=[],
-                    nonsilent=[],
-                    path=f"{AUDIO_DIRS[subset]}/{path.name}",
-                    error=UNLISTED_ERROR,
-                    file_size=path.stat().st_size,
-                )
-                rows.append(row)
+    rows += _unlisted_rows(data_dir, named)
 
     def work(job: tuple[int, str, str, tuple[str, ...]]) -> tuple[int, dict]:
         i, fname, subset, labels = job
@@ -180,53 +176,6 @@ def extract_metadata(
     table = pa.Table.from_pylist(rows, schema=METADATA_SCHEMA)
     write_parquet_atomic(table, out_path)
     return out_path
-
-
-def filter_corrupt(metadata_path: Path, kept_path: Path, rejected_path: Path) -> tuple[int, int]:
-    """Splits metadata into kept rows and rejected rows with a reason each.
-
-    Rejects Kaggle's six known corrupt curated files, unreadable, empty or
-    all-silent files, files no CSV names, training files without labels, and
-    repeated (subset, fname) rows. Never deletes audio.
-
-    Returns:
-        ``(kept, rejected)`` counts.
-    """
-    rows = pq.read_table(metadata_path).to_pylist()
-    kept, rejected = [], []
-    seen: set[tuple[str, str]] = set()
-    for row in rows:
-        reason, detail = None, None
-        key = (row["subset"], row["fname"])
-        if row["subset"] == "curated" and row["fname"] in KAGGLE_CORRUPT_FILES:
-            reason, detail = REASON_KAGGLE, "listed by Kaggle as corrupt or empty"
-        elif key in seen:
-            reason, detail = REASON_DUPLICATE, "file named twice in the CSV"
-        elif row["error"] == UNLISTED_ERROR:
-            reason, detail = REASON_UNLISTED, row["error"]
-        elif row["error"] is not None:
-            missing = row["error"].startswith("missing")
-            reason, detail = (REASON_MISSING if missing else REASON_UNREADABLE), row["error"]
-        elif row["subset"] != "test" and not row["labels"]:
-            reason, detail = REASON_NO_LABELS, "a training file with an empty label string"
-        elif not row["nonsilent"]:
-            reason, detail = REASON_SILENT, "no sound above digital silence"
-        seen.add(key)
-        if reason is None:
-            kept.append(row)
-        else:
-            rejected.append(
-                {
-                    "fname": row["fname"],
-                    "subset": row["subset"],
-                    "path": row["path"],
-                    "reason": reason,
-                    "detail": detail,
-                }
-            )
-    write_parquet_atomic(pa.Table.from_pylist(kept, schema=METADATA_SCHEMA), kept_path)
-    write_parquet_atomic(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), rejected_path)
-    return len(kept), len(rejected)
 
 
 def dataset_fingerprint(metadata_path: Path) -> str:

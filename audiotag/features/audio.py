@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 # librosa.effects.split's framing, so that "split at silences, threshold 20 dB"
-# means what it meant in the report's fastaudio pipeline.
+# (SPEC §2) means what it meant in the report's fastaudio pipeline.
 SILENCE_FRAME = 2048
 SILENCE_HOP = 512
 
@@ -76,17 +76,22 @@ def frame_rms_db(samples: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power, 1e-20))
 
 
-def find_nonsilent(samples: np.ndarray, top_db: float = 20.0) -> np.ndarray:
+def find_nonsilent(samples: np.ndarray, top_db: float) -> np.ndarray:
     """Sample intervals louder than ``top_db`` below the clip's loudest frame.
 
-    Same rule as ``librosa.effects.split(y, top_db=top_db)``.
+    Same rule as ``librosa.effects.split(y, top_db=top_db)``; audiotag's threshold
+    is ``MelSettings.silence_top_db``.
+
+    Args:
+        samples: ``(samples,)`` mono audio.
+        top_db: frames this many dB below the loudest frame are silence; positive.
 
     Returns:
         int64 array ``(n_intervals, 2)`` of ``[start, end)`` sample indices;
         empty when the clip is all silence (digital zero).
     """
     if top_db <= 0:
-        raise ValueError(f"top_db must be positive, got {top_db}")
+        raise ValueError(f"top_db must be positive, got {top_db!r}")
     if len(samples) == 0 or not np.any(samples):
         return np.zeros((0, 2), dtype=np.int64)
     db = frame_rms_db(samples)

@@ -1,9 +1,11 @@
-"""Log-mel features: computed once per file, stored in one memory-mapped array.
+"""The feature store: every file's log-mel computed once, in one memory-mapped array.
 
 The store holds the unclamped dB log-mel of each file's silence-removed signal,
 frames as rows: ``data[offset:offset + frames]`` is one clip, shape
 ``(frames, n_mels)``, so a training crop is one contiguous slice. ``top_db`` is
-applied per crop (`clamp_top_db`), never per file or per batch.
+applied per crop (`audiotag.features.logmel.clamp_top_db`), never per file or per
+batch. Each file's features are `audiotag.features.logmel.file_logmel`'s, the
+function tagging uses too.
 """
 
 from __future__ import annotations
@@ -18,80 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torchaudio.functional as AF
-from torch import nn
 
 from audiotag.config import MelSettings
-from audiotag.features.audio import read_audio, remove_silence
+from audiotag.data.schemas import STORE_INDEX_SCHEMA
+from audiotag.features.logmel import FLOOR_DB, LogMel, file_logmel
 
-# Floor of the power spectrogram: 10 * log10(1e-10). Padding uses it too, so a
-# zero-padded crop reads as digital silence, as the report's pipeline saw it.
-PAD_DB = -100.0
-STORE_INDEX_SCHEMA = pa.schema(
-    [
-        ("fname", pa.string()),
-        ("subset", pa.string()),
-        ("offset", pa.int64()),
-        ("frames", pa.int64()),
-    ]
-)
-
-
-class LogMel(nn.Module):
-    """Waveform ``(..., samples)`` -> unclamped dB log-mel ``(..., n_mels, frames)``.
-
-    ``torch.stft`` and an HTK mel matrix without normalisation, as
-    ``librosa.feature.melspectrogram(htk=True, norm=None)``; about 1.3x faster than
-    torchaudio's ``MelSpectrogram`` here.
-    """
-
-    def __init__(self, mel: MelSettings) -> None:
-        super().__init__()
-        self.mel = mel
-        self.register_buffer("window", torch.hann_window(mel.win_length), persistent=False)
-        fb = AF.melscale_fbanks(
-            mel.n_fft // 2 + 1,
-            mel.f_min,
-            mel.f_max,
-            mel.n_mels,
-            mel.sample_rate,
-            norm=None,
-            mel_scale="htk",
-        )
-        self.register_buffer("fb", fb.T.contiguous(), persistent=False)  # (n_mels, n_freqs)
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(
-            wave,
-            self.mel.n_fft,
-            self.mel.hop_length,
-            self.mel.win_length,
-            self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        power = spec.real.square() + spec.imag.square()
-        melspec = torch.matmul(self.fb, power)
-        return 10.0 * torch.log10(melspec.clamp_min(1e-10))
-
-
-def clamp_top_db(x: torch.Tensor, top_db: float) -> torch.Tensor:
-    """Clamps each item of ``(B, ...)`` to ``top_db`` below its own maximum."""
-    peak = x.flatten(1).amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
-    return torch.maximum(x, peak - top_db)
-
-
-def compute_logmel(
-    samples: np.ndarray, sr: int, mel: MelSettings, logmel: LogMel | None = None
-) -> np.ndarray:
-    """Mono samples -> ``(frames, n_mels)`` float32 dB, resampled to ``mel.sample_rate``."""
-    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    if sr != mel.sample_rate:
-        wave = AF.resample(wave, sr, mel.sample_rate)
-    logmel = logmel or LogMel(mel)
-    with torch.no_grad():
-        return logmel(wave).T.contiguous().numpy()
+# A zero-padded crop reads as digital silence, as the report's pipeline saw it.
+PAD_DB = FLOOR_DB
 
 
 @dataclass(frozen=True)
@@ -179,26 +114,50 @@ def build_feature_store(rows: list[dict], data_dir: Path, mel: MelSettings, root
     """Computes every listed file's log-mel into a store at ``root`` (atomically).
 
     Args:
-        rows: metadata rows (``fname``, ``subset``, ``path``, ``nonsilent``).
+        rows: metadata rows (``fname``, ``subset``, ``path``, ``nonsilent`` and the
+            ``silence_top_db`` that found it, which must be ``mel``'s).
         data_dir: where the rows' relative paths point.
         mel: the mel settings.
         root: the store's directory; built beside it, then renamed into place.
+
+    Raises:
+        ValueError: a row's intervals were found at another silence threshold.
+        AudioReadError: a file cannot be read, or a row has no non-silent interval.
     """
     if (root / "store.json").exists():
         return root
+    for row in rows:
+        if row.get("silence_top_db") != mel.silence_top_db:
+            raise ValueError(
+                f"{row['path']}: its non-silent intervals were found at silence_top_db "
+                f"{row.get('silence_top_db')!r}, the mel settings say {mel.silence_top_db!r} "
+                "(extract the metadata again with the settings' threshold)"
+            )
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_store(rows, data_dir, mel, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, root)
+    except OSError:
+        # Another run built the same store first: it holds the same features.
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _write_store(rows: list[dict], data_dir: Path, mel: MelSettings, out: Path) -> None:
+    """``data.f32``, ``index.parquet`` and ``store.json`` (written last) into ``out``."""
     logmel = LogMel(mel)
     index: list[dict] = []
     offset = 0
-    with open(tmp / "data.f32", "wb") as f:
+    with open(out / "data.f32", "wb") as f:
         for row in rows:
-            samples, sr = read_audio(data_dir / row["path"])
-            intervals = np.array(
-                [[iv["start"], iv["end"]] for iv in row["nonsilent"]], dtype=np.int64
-            ).reshape(-1, 2)
-            feats = compute_logmel(remove_silence(samples, intervals), sr, mel, logmel)
+            feats = file_logmel(data_dir / row["path"], mel, _intervals(row), logmel=logmel)
             f.write(feats.tobytes())
             index.append(
                 {
@@ -211,14 +170,13 @@ def build_feature_store(rows: list[dict], data_dir: Path, mel: MelSettings, root
             offset += len(feats)
         f.flush()
         os.fsync(f.fileno())
-    pq.write_table(pa.Table.from_pylist(index, schema=STORE_INDEX_SCHEMA), tmp / "index.parquet")
-    (tmp / "store.json").write_text(
+    pq.write_table(pa.Table.from_pylist(index, schema=STORE_INDEX_SCHEMA), out / "index.parquet")
+    (out / "store.json").write_text(
         json.dumps({"total_frames": offset, "n_mels": mel.n_mels, "mel": mel.model_dump()})
     )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, root)
-    except OSError:
-        # Another run built the same store first: it holds the same features.
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+
+def _intervals(row: dict) -> np.ndarray:
+    """A metadata row's non-silent intervals as an ``(n, 2)`` int64 array."""
+    pairs = [[iv["start"], iv["end"]] for iv in row["nonsilent"]]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)

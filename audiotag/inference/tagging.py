@@ -13,8 +13,8 @@ import numpy as np
 import soundfile as sf
 
 from audiotag.config import EvalSettings, settings_hash
-from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
-from audiotag.features.store import LogMel, compute_logmel
+from audiotag.features.audio import AudioReadError
+from audiotag.features.logmel import LogMel, file_logmel
 from audiotag.inference.predict import LoadedModel, ensemble
 from audiotag.storage import file_digest, write_json_atomic
 from audiotag.training.batches import Clips
@@ -111,11 +111,7 @@ class Ensemble:
 
     def features(self, path: Path | BinaryIO, name: str | None = None) -> np.ndarray:
         """``(frames, n_mels)`` log-mel of a file's non-silent audio, as in training."""
-        samples, sr = read_audio(path, name)
-        intervals = find_nonsilent(samples, self.mel.silence_top_db)
-        if len(intervals) == 0:
-            raise AudioReadError(path, "no sound (all digital silence)")
-        return compute_logmel(remove_silence(samples, intervals), sr, self.mel, self._logmel)
+        return file_logmel(path, self.mel, name=name, logmel=self._logmel)
 
     def predict(self, feats: list[np.ndarray]) -> np.ndarray:
         """Probabilities ``(n_files, n_labels)`` for feature arrays."""

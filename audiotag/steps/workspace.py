@@ -20,20 +20,17 @@ class Workspace:
         """The workspace of ``workdir``, resolved so that every task sees the same paths."""
         return cls(Path(workdir).resolve())
 
-    # -- the dataset -----------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
         """The dataset in the FAT2019 layout (unpacked or written here)."""
         return self.root / "data"
 
     @property
-    def demo_source(self) -> Path:
-        """Where the demo dataset's archive is written before it is unpacked."""
+    def demo_source(self) -> Path:  # the demo dataset's archive, before it is unpacked
         return self.root / "demo-source"
 
     @property
-    def kaggle_source(self) -> Path:
-        """Where the competition archive is downloaded (kept for resuming)."""
+    def kaggle_source(self) -> Path:  # the competition archive (kept for resuming)
         return self.root / "kaggle-source"
 
     @property
@@ -53,15 +50,13 @@ class Workspace:
         return self.root / "folds.parquet"
 
     @property
-    def report_dir(self) -> Path:
-        """The data report: ``data_report.md`` and its PNG plots."""
+    def report_dir(self) -> Path:  # data_report.md and its PNG plots
         return self.root / "report"
 
     def features(self, key: str) -> Path:
         """The memory-mapped log-mel store for one set of files and mel settings."""
         return self.root / "features" / key
 
-    # -- models and results ----------------------------------------------------------
     def stage_dir(self, key: str, stage: str, fold: int) -> Path:
         """One stage's fold (0-based ``fold``): checkpoints, ``model.pt``, valid scores."""
         return self.root / "models" / f"{stage}-{key}" / f"fold-{fold + 1}"
@@ -70,15 +65,10 @@ class Workspace:
         """One flow run's outputs: submission, oof, scores, the model package."""
         return self.root / "runs" / name
 
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
     def test_predictions(self, key: str) -> Path:
         """The ensemble's test probabilities for one set of models and test-time settings."""
         return self.root / "predictions" / f"test-{key}.npy"
 
-    # -- orchestration and tracking --------------------------------------------------
     @property
     def results(self) -> Path:
         """Persisted task results (Prefect's local result storage)."""
@@ -90,16 +80,13 @@ class Workspace:
         return self.root / "prefect-cache"
 
     @property
-    def mlflow_db(self) -> Path:
-        """The default MLflow tracking store (SQLite)."""
+    def mlflow_db(self) -> Path:  # the default MLflow tracking store
         return self.root / "mlflow.db"
 
     @property
     def tracking_uri(self) -> str:
-        """The default tracking URI: the SQLite file above."""
         return f"sqlite:///{self.mlflow_db}"
 
     @property
-    def mlartifacts(self) -> Path:
-        """MLflow's artifact root for the SQLite store."""
+    def mlartifacts(self) -> Path:  # MLflow's artifact root for the SQLite store
         return self.root / "mlartifacts"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,22 +12,54 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from audiotag.inference.tagging import package_digest
+from audiotag.inference.tagging import Ensemble, package_digest
 from audiotag.tracking.pyfunc import signature
 from audiotag.tracking.runs import Tracking
 
 MODEL_NAME = "audiotag"
 # Logged from code (the file), not as a pickled object.
 SERVING_MODEL = str(Path(__file__).with_name("serving_model.py"))
-REQUIREMENTS = [
-    "torch==2.14.1",
-    "torchaudio==2.11.0",
-    "fastai==2.8.12",
-    "soundfile",
-    "pandas",
+# The distributions the served model imports when it loads: the pyfunc model and what
+# it imports (inference, features, training.models and .batches, config, storage).
+# torchvision: fastai.vision imports it, and an unpinned one would pull in another torch.
+# MLflow adds its own pin to the model's requirements.
+SERVED_DISTRIBUTIONS = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "fastai",
+    "fastcore",
     "numpy",
-]
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "soundfile",
+)
+
+
+def served_requirements() -> list[str]:
+    """The served model's pip requirements, pinned as the installed audiotag's metadata
+    (``pyproject.toml``'s dependencies) pins them, in ``SERVED_DISTRIBUTIONS``' order.
+
+    Raises:
+        RuntimeError: audiotag's metadata lacks one of them (a stale install).
+    """
+    pins = {}
+    # packaging parses the metadata's requirement lines; MLflow itself depends on it.
+    for line in importlib.metadata.requires("audiotag") or []:
+        req = Requirement(line)
+        if req.marker is None:  # extras (dev) have a marker; the served model has none
+            pins[canonicalize_name(req.name)] = str(req)
+    missing = [d for d in SERVED_DISTRIBUTIONS if canonicalize_name(d) not in pins]
+    if missing:
+        raise RuntimeError(
+            f"audiotag's installed metadata does not require {missing}; "
+            "reinstall it (pip install -e .) after changing pyproject.toml"
+        )
+    return [pins[canonicalize_name(d)] for d in SERVED_DISTRIBUTIONS]
 
 
 def vocab_hash(vocab: tuple[str, ...]) -> str:
@@ -75,7 +108,7 @@ def register_ensemble(
             python_model=SERVING_MODEL,
             artifacts={"package": str(package)},
             signature=signature(vocab),
-            pip_requirements=REQUIREMENTS,
+            pip_requirements=served_requirements(),
             registered_model_name=MODEL_NAME,
         )
     version = str(info.registered_model_version)
@@ -94,3 +127,19 @@ def register_ensemble(
     alias = "champion" if beats else "challenger"
     client.set_registered_model_alias(MODEL_NAME, alias, version)
     return Registration(version, alias, new=True)
+
+
+def load_ensemble(uri: str) -> Ensemble:
+    """The ensemble of a logged or registered model (``models:/audiotag@champion``, ``runs:/...``).
+
+    Raises:
+        FileNotFoundError: MLflow has no such model, version, alias or run.
+    """
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as err:
+        # An unknown alias is INVALID_PARAMETER_VALUE; a server that fails stays what it is.
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise FileNotFoundError(f"{uri}: {err.message}") from err
+    return model.unwrap_python_model().ensemble

@@ -142,6 +142,11 @@ def log_artifact(
         client.log_artifact(run_id, str(path), folder)
 
 
+def set_parent_tag(tracking: Tracking, key: str, value: str) -> None:
+    """Tags the flow run's parent run (a fact known only after it started, e.g. the data)."""
+    MlflowClient(tracking.uri).set_tag(tracking.parent_run_id, key, value)
+
+
 def end_run(tracking: Tracking, run_id: str, ok: bool) -> None:
     status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
     MlflowClient(tracking.uri).set_terminated(run_id, status)

@@ -16,12 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from audiotag.config import AugmentSettings
-from audiotag.features.store import (
-    clamp_top_db,
-    gather_windows,
-    gather_windows_torch,
-    store_on_device,
-)
+from audiotag.features.logmel import clamp_top_db
+from audiotag.features.store import gather_windows, gather_windows_torch, store_on_device
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,13 @@
-"""The network: fastai's xresnet with Mish, self-attention and MaxBlurPool."""
+"""The networks: plain ``nn.Module``s built by name from a small registry.
+
+The report's network is fastai's xresnet with Mish, self-attention and MaxBlurPool.
+To add an architecture, register a builder here and add its name to
+``ModelSettings.arch`` (docs/architecture.md).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +17,20 @@ from torch import nn
 
 from audiotag.config import ModelSettings
 
-_ARCHS = {
-    "xresnet18": xresnet.xresnet18,
-    "xresnet34": xresnet.xresnet34,
-    "xresnet50": xresnet.xresnet50,
-}
+# name -> builder(settings, n_classes): a network that maps (batch, 1, n_mels, frames)
+# to (batch, n_classes) logits.
+ArchBuilder = Callable[[ModelSettings, int], nn.Module]
+ARCHITECTURES: dict[str, ArchBuilder] = {}
+
+
+def register_architecture(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
+    """Registers a builder under ``name`` (the value of ``ModelSettings.arch``)."""
+
+    def register(builder: ArchBuilder) -> ArchBuilder:
+        ARCHITECTURES[name] = builder
+        return builder
+
+    return register
 
 
 class MaxBlurPool(nn.Module):
@@ -103,24 +119,44 @@ def keep_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(settings: ModelSettings, n_classes: int) -> nn.Module:
-    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes)``.
+def _xresnet(depth: Callable[..., nn.Module]) -> ArchBuilder:
+    """``xresnetNN(pretrained=False, act_cls=Mish, sa=True, c_in=1, n_out=n_classes)``,
+    with the settings' width multiplier, activation, self-attention and pooling."""
 
-    With the settings' depth, width multiplier, activation and pooling.
+    def build(settings: ModelSettings, n_classes: int) -> nn.Module:
+        act = nn.Mish if settings.act == "mish" else nn.ReLU
+        model = depth(
+            pretrained=False,
+            act_cls=act,
+            sa=settings.self_attention,
+            c_in=1,
+            n_out=n_classes,
+            widen=settings.widen,
+        )
+        if settings.blur_pool:
+            replace_maxpool(model)
+        return model
+
+    return build
+
+
+for _name in ("xresnet18", "xresnet34", "xresnet50"):
+    register_architecture(_name)(_xresnet(getattr(xresnet, _name)))
+
+
+def build_model(settings: ModelSettings, n_classes: int) -> nn.Module:
+    """The network ``settings.arch`` names, for ``n_classes`` outputs, in channels_last.
+
+    Raises:
+        ValueError: ``n_classes`` below 1, or an architecture nobody registered.
     """
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
-    act = nn.Mish if settings.act == "mish" else nn.ReLU
-    model = _ARCHS[settings.arch](
-        pretrained=False,
-        act_cls=act,
-        sa=settings.self_attention,
-        c_in=1,
-        n_out=n_classes,
-        widen=settings.widen,
-    )
-    if settings.blur_pool:
-        replace_maxpool(model)
+    if settings.arch not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {settings.arch!r}; registered: {sorted(ARCHITECTURES)}"
+        )
+    model = ARCHITECTURES[settings.arch](settings, n_classes)
     # channels_last: oneDNN's convolutions and pooling on CPU (its dense max pool 10x
     # faster), and cuDNN's under mixed precision, run faster in it
     # (bench/train_throughput.py: 1.3-1.5x on two CPU cores).

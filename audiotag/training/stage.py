@@ -1,47 +1,34 @@
 """Training one stage of one fold with fastai, resumable from per-epoch checkpoints.
 
-The fastai ``Learner`` is built here and nowhere else.
+The pieces: ``learner`` builds the fastai Learner, ``loop`` is its epoch callback,
+``checkpoints`` writes and restores epochs; this module puts them together.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 import shutil
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from fastai.callback.core import Callback, CancelValidException
-from fastai.callback.mixup import MixUp
-from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, combined_cos
-from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.losses import BCEWithLogitsLossFlat
-from fastai.optimizer import ranger
-from fastcore.foundation import L
 from torch import nn
 
-from audiotag.config import Stage, TrainConfig
+from audiotag.config import StageSettings, TrainConfig
 from audiotag.devices import flush_denormals
 from audiotag.inference.predict import predict_clips, save_model
 from audiotag.metrics import lwlrap
-from audiotag.storage import exclusive, write_atomic
-from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
+from audiotag.storage import exclusive
+from audiotag.training.batches import Clips, Normalizer, TrainBatches, measure_normalizer
+from audiotag.training.checkpoints import Checkpointer, Resumed
+from audiotag.training.learner import GLOBAL_RNG, build_learner
+from audiotag.training.loop import EpochLoop
 from audiotag.training.models import build_model
-
-CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
-
-
-class CheckpointError(OSError):
-    """A checkpoint could not be written (disk full, say); the previous one is intact."""
 
 
 @dataclass(frozen=True)
@@ -74,20 +61,44 @@ class StageResult:
     lrs: tuple[float, ...] = field(default_factory=tuple)  # the learning rate of every step
 
 
+@dataclass(frozen=True)
+class StageJob:
+    """One stage of one fold: what it trains on, how, and where it writes.
+
+    Attributes:
+        data: the feature store's array, ``(frames, n_mels)``.
+        train, valid: clips to train on and to score (whole clips).
+        vocab: label vocabulary (the targets' columns).
+        config: the run's configuration; ``stage`` names one of its stages.
+        fold: fold index (0-based).
+        out_dir: where checkpoints, ``model.pt`` and ``valid_probs.npy`` go.
+        init_weights: a model file to start from (an earlier stage's fold), or None.
+        device: ``cpu`` or ``cuda:N``.
+    """
+
+    data: np.ndarray
+    train: Clips
+    valid: Clips
+    vocab: tuple[str, ...]
+    config: TrainConfig
+    stage: str
+    fold: int
+    out_dir: Path
+    init_weights: Path | None = None
+    device: str = "cpu"
+
+    @property
+    def settings(self) -> StageSettings:
+        return self.config.stage(self.stage)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage} fold {self.fold + 1}"
+
+
 def stage_seed(config: TrainConfig, stage: str, fold: int) -> int:
     digest = hashlib.sha256(f"{config.seed}/{stage}/{fold}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def _plain(obj: Any) -> Any:
-    """fastai containers -> builtins, so a checkpoint loads with ``weights_only=True``."""
-    if isinstance(obj, L | list | tuple):
-        return [_plain(o) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _bce(targets: np.ndarray, probs: np.ndarray) -> float:
@@ -95,332 +106,172 @@ def _bce(targets: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
 
 
-def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
-    found = [
-        (int(m.group(1)), p)
-        for p in ckpt_dir.glob("epoch-*.pt")
-        if (m := CHECKPOINT_RE.search(p.name))
-    ]
-    return max(found) if found else None
+@dataclass
+class _Fold:
+    """A fold's state while it trains: its model, batches and what it measured."""
+
+    job: StageJob
+    device: torch.device
+    seed: int
+    model: nn.Module
+    norm: Normalizer
+    batches: TrainBatches
+    checkpoints: Checkpointer
+    history: list[dict] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    learn: Learner | None = None
+    size: int | None = None
+    # The last epoch's scores, when this process validated it: the stage's result.
+    final: tuple[float, float, np.ndarray] | None = None
 
 
-# torch's global generator is shared by every thread of the process, and folds train in
-# threads at once (one per GPU, a few on CPU): what draws from it does so under this lock
-# (initial weights), and everything else draws from the fold's own generators.
-_GLOBAL_RNG = threading.Lock()
-
-
-class SeededMixUp(MixUp):
-    """fastai's MixUp with its Beta draws and pairings from its own generator.
-
-    fastai's draws from torch's global generator, which folds training at once in
-    one process would share, so a fold's result would depend on its neighbours'.
-    ``rng`` is reseeded every epoch (``_EpochLoop``), so a resumed fold draws alike.
-    """
-
-    def __init__(self, alpha: float) -> None:
-        super().__init__(alpha)
-        self.alpha = alpha
-        self.rng = np.random.default_rng(0)
-
-    def before_batch(self) -> None:
-        n = self.y.size(0)
-        lam = torch.from_numpy(self.rng.beta(self.alpha, self.alpha, n).astype(np.float32))
-        self.lam = torch.maximum(lam, 1 - lam).to(self.x.device)
-        shuffle = torch.from_numpy(self.rng.permutation(n)).to(self.x.device)
-        xb1, self.yb1 = tuple(L(self.xb).itemgot(shuffle)), tuple(L(self.yb).itemgot(shuffle))
-        weight = self.lam.view(-1, *[1] * (self.x.dim() - 1))
-        self.learn.xb = tuple(L(xb1, self.xb).map_zip(torch.lerp, weight=weight))
-        if not self.stack_y:
-            weight = self.lam.view(-1, *[1] * (self.y.dim() - 1))
-            self.learn.yb = tuple(L(self.yb1, self.yb).map_zip(torch.lerp, weight=weight))
-
-
-def build_learner(
-    model: nn.Module,
-    batches: TrainBatches,
-    cbs: Sequence[Callback],
-    mixup_alpha: float | None,
-    device: torch.device,
-) -> Learner:
-    """The one place a fastai Learner is made: BCE with logits, Ranger, optional Mixup."""
-    all_cbs = list(cbs) + ([SeededMixUp(mixup_alpha)] if mixup_alpha else [])
-    learn = Learner(
-        DataLoaders(batches, []),
-        model,
-        loss_func=BCEWithLogitsLossFlat(),
-        opt_func=ranger,
-        cbs=all_cbs,
+def _prepare(job: StageJob) -> _Fold:
+    """The initial model (seeded, or an earlier stage's weights), normaliser and batches."""
+    device = torch.device(job.device)
+    seed = stage_seed(job.config, job.stage, job.fold)
+    with GLOBAL_RNG:
+        torch.manual_seed(seed)
+        model = build_model(job.config.model, len(job.vocab))
+    if job.init_weights is not None:
+        payload = torch.load(job.init_weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["state_dict"])
+    model.to(device)
+    cfg, settings = job.config, job.settings
+    norm = measure_normalizer(job.data, job.train, cfg.crop_frames, cfg.mel.top_db, seed)
+    batches = TrainBatches(
+        job.data,
+        job.train,
+        settings.batch_size,
+        cfg.crop_frames,
+        norm,
+        cfg.augment,
+        None,
+        device,
+        settings.batches_per_epoch(len(job.train), from_scratch=job.init_weights is None),
     )
-    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    learn.logger = lambda *_: None
-    if device.type == "cuda":
-        import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
-        from fastai.callback.fp16 import AMPMode
-
-        mode = AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16
-        learn.to_channelslast(amp_mode=mode)
-    return learn
+    checkpoints = Checkpointer(job.out_dir / "checkpoints", job.name)
+    return _Fold(job, device, seed, model, norm, batches, checkpoints)
 
 
-class _EpochLoop(Callback):
-    """Seeds each epoch, replaces fastai's validation with whole-clip scoring, checkpoints."""
-
-    order = 80  # after fastai's SkipToEpoch, so skipped epochs never reach before_epoch
-
-    def __init__(self, run: _StageRun, cycle: int, first_epoch: int) -> None:
-        self.run, self.cycle, self.first_epoch = run, cycle, first_epoch
-        self.active = False
-
-    def before_epoch(self) -> None:
-        self.active = True
-        self.t0 = time.perf_counter()
-        self.losses: list[float] = []
-        seed = self.run.seed * 10_000 + self.first_epoch + self.epoch
-        self.run.batches.set_epoch(seed)
-        for cb in self.learn.cbs:
-            if isinstance(cb, SeededMixUp):
-                cb.rng = np.random.default_rng([seed, 1])
-
-    def after_batch(self) -> None:
-        if self.training:
-            self.losses.append(float(self.learn.loss.detach()))
-            self.run.lrs.append(float(self.learn.opt.hypers[-1]["lr"]))
-
-    def before_validate(self) -> None:
-        raise CancelValidException
-
-    def after_epoch(self) -> None:
-        if not self.active:
-            return
-        self.active = False
-        self.run.finish_epoch(
-            self.first_epoch + self.epoch + 1,
-            self.cycle,
-            float(np.mean(self.losses)) if self.losses else math.nan,
-            time.perf_counter() - self.t0,
-        )
+def _evaluate(f: _Fold) -> tuple[float, float, np.ndarray]:
+    """(lwlrap, BCE, probabilities) of the held-out clips, whole clips, every window."""
+    job = f.job
+    probs = predict_clips(
+        f.model,
+        job.data,
+        job.valid,
+        job.config.crop_frames,
+        f.norm,
+        f.size,
+        job.config.eval,
+        device=f.device,
+    )
+    score = lwlrap(job.valid.targets, probs) if job.valid.targets.any() else math.nan
+    return score, _bce(job.valid.targets, probs), probs
 
 
-class _StageRun:
-    def __init__(
-        self,
-        *,
-        data: np.ndarray,
-        train: Clips,
-        valid: Clips,
-        vocab: tuple[str, ...],
-        config: TrainConfig,
-        stage: Stage,
-        fold: int,
-        out_dir: Path,
-        init_weights: Path | None,
-        device: torch.device,
-        on_epoch: Callable[[EpochRecord], None] | None,
-    ) -> None:
-        self.data, self.train, self.valid, self.vocab = data, train, valid, vocab
-        self.config, self.stage, self.fold, self.out_dir = config, stage, fold, out_dir
-        self.settings = config.stage(stage)
-        self.device, self.on_epoch = device, on_epoch
-        self.seed = stage_seed(config, stage, fold)
-        self.ckpt_dir = out_dir / "checkpoints"
-        self.history: list[dict] = []
-        self.lrs: list[float] = []
-        with _GLOBAL_RNG:
-            torch.manual_seed(self.seed)
-            self.model = build_model(config.model, len(vocab))
-        if init_weights is not None:
-            payload = torch.load(init_weights, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(payload["state_dict"])
-        self.model.to(device)
-        self.norm = measure_normalizer(
-            data, train, config.crop_frames, config.mel.top_db, self.seed
-        )
-        self.batches = TrainBatches(
-            data,
-            train,
-            self.settings.batch_size,
-            config.crop_frames,
-            self.norm,
-            config.augment,
-            None,
-            device,
-            self.settings.batches_per_epoch(len(train), from_scratch=init_weights is None),
-        )
-        self.learn: Learner | None = None
-        self.size: int | None = None
-        # The last epoch's scores, when this process validated it: the stage's result.
-        self.final: tuple[float, float, np.ndarray] | None = None
+def _finish_epoch(
+    f: _Fold,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    epoch: int,
+    cycle: int,
+    train_loss: float,
+    seconds: float,
+) -> None:
+    """Scores the epoch when it is due, checkpoints it, and reports it."""
+    every, last = f.job.settings.valid_every, f.job.settings.epochs
+    if epoch % every == 0 or epoch == last:
+        score, vloss, probs = _evaluate(f)
+        f.final = (score, vloss, probs) if epoch == last else None
+    else:
+        score = vloss = math.nan
+    rec = EpochRecord(
+        f.job.stage,
+        f.job.fold,
+        epoch,
+        last,
+        cycle,
+        f.lrs[-1] if f.lrs else math.nan,
+        train_loss,
+        vloss,
+        score,
+        seconds,
+    )
+    f.history.append(asdict(rec))
+    assert f.learn is not None
+    f.checkpoints.save(epoch, f.model, f.learn.opt.state_dict(), f.history, f.lrs)
+    if on_epoch is not None:
+        on_epoch(rec)
 
-    def evaluate(self) -> tuple[float, float, np.ndarray]:
-        probs = predict_clips(
-            self.model,
-            self.data,
-            self.valid,
-            self.config.crop_frames,
-            self.norm,
-            self.size,
-            self.config.eval,
-            device=self.device,
-        )
-        score = lwlrap(self.valid.targets, probs) if self.valid.targets.any() else math.nan
-        return score, _bce(self.valid.targets, probs), probs
 
-    def finish_epoch(self, epoch: int, cycle: int, train_loss: float, seconds: float) -> None:
-        every, last = self.settings.valid_every, self.settings.epochs
-        if epoch % every == 0 or epoch == last:
-            score, vloss, probs = self.evaluate()
-            self.final = (score, vloss, probs) if epoch == last else None
-        else:
-            score = vloss = math.nan
-        rec = EpochRecord(
-            self.stage,
-            self.fold,
-            epoch,
-            self.settings.epochs,
-            cycle,
-            self.lrs[-1] if self.lrs else math.nan,
-            train_loss,
-            vloss,
-            score,
-            seconds,
-        )
-        self.history.append(asdict(rec))
-        self.save_checkpoint(epoch)
-        if self.on_epoch is not None:
-            self.on_epoch(rec)
-
-    def save_checkpoint(self, epoch: int) -> None:
-        assert self.learn is not None
-        payload = {
-            "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "opt": _plain(self.learn.opt.state_dict()),
-            "history": self.history,
-            "lrs": self.lrs,
-        }
-        path = self.ckpt_dir / f"epoch-{epoch:04d}.pt"
-        try:
-            write_atomic(path, lambda tmp: torch.save(payload, tmp))
-        except (OSError, RuntimeError) as err:
-            previous = latest_checkpoint(self.ckpt_dir)
-            kept = f"epoch {previous[0]} is intact" if previous else "there is none"
-            raise CheckpointError(
-                f"{path}: could not write the checkpoint of {self.stage} fold {self.fold + 1} "
-                f"epoch {epoch} ({err}); the previous checkpoint: {kept}. Free disk space and "
-                "re-run: training continues from the previous checkpoint."
-            ) from err
-        for old in self.ckpt_dir.glob("epoch-*.pt"):  # keep only the newest
-            if old != path:
-                old.unlink(missing_ok=True)
-
-    def run(self) -> StageResult:
-        done, ckpt = 0, latest_checkpoint(self.ckpt_dir)
-        state = None
-        if ckpt is not None:
-            done, path = ckpt
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.history, self.lrs = list(state["history"]), list(state["lrs"])
-        first = 0
-        for c, cycle in enumerate(self.settings.cycles):
-            last = first + cycle.epochs
-            self.size = cycle.size
-            if done >= last:
-                first = last
-                continue
-            self.batches.size = cycle.size
-            loop = _EpochLoop(self, c, first)
-            if self.learn is None:
-                self.learn = build_learner(
-                    self.model,
-                    self.batches,
-                    [loop],
-                    self.config.augment.mixup_alpha if self.settings.mixup else None,
-                    self.device,
-                )
-                self.learn.create_opt()
-                if state is not None:
-                    self.learn.opt.load_state_dict(state["opt"])
-            else:
-                self.learn.remove_cbs([cb for cb in self.learn.cbs if isinstance(cb, _EpochLoop)])
-                self.learn.add_cb(loop)
-            lr = np.array([cycle.lr] * len(self.learn.opt.param_lists))
-            # fit_flat_cos ignores start_epoch (fastai 2.8.12); fit honours it and the
-            # scheduler reads the position from the epoch, so the lr curve matches.
-            sched = {"lr": combined_cos(self.settings.pct_start, lr, lr, lr / 1e5)}
-            self.learn.fit(
-                cycle.epochs, cbs=[ParamScheduler(sched)], start_epoch=max(0, done - first)
-            )
+def _fit_cycles(f: _Fold, resumed: Resumed, on_epoch: Callable[[EpochRecord], None] | None) -> None:
+    """Fits every flat-then-cosine cycle not finished yet, from epoch ``resumed.epoch``."""
+    settings, done, first = f.job.settings, resumed.epoch, 0
+    for c, cycle in enumerate(settings.cycles):
+        last = first + cycle.epochs
+        f.size = cycle.size
+        if done >= last:
             first = last
-        score, vloss, probs = self.final or self.evaluate()
-        model_path = self.out_dir / "model.pt"
-        save_model(
-            model_path,
-            self.model,
-            self.vocab,
-            self.config,
-            self.norm,
-            self.size,
-            self.stage,
-            self.fold,
+            continue
+        f.batches.size = cycle.size
+        loop = EpochLoop(
+            f.batches, f.seed, c, first, f.lrs, lambda *a: _finish_epoch(f, on_epoch, *a)
         )
-        np.save(self.out_dir / "valid_probs.npy", probs)
-        # The model file is the stage's result; its checkpoints only served resuming.
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
-        return StageResult(
-            self.stage,
-            self.fold,
-            str(model_path),
-            score,
-            vloss,
-            tuple(self.history),
-            resumed_from_epoch=done,
-            lrs=tuple(self.lrs),
-        )
+        if f.learn is None:
+            alpha = f.job.config.augment.mixup_alpha if settings.mixup else None
+            f.learn = build_learner(f.model, f.batches, [loop], alpha, f.device)
+            f.learn.create_opt()
+            if resumed.opt_state is not None:
+                f.learn.opt.load_state_dict(resumed.opt_state)
+        else:
+            f.learn.remove_cbs([cb for cb in f.learn.cbs if isinstance(cb, EpochLoop)])
+            f.learn.add_cb(loop)
+        lr = np.array([cycle.lr] * len(f.learn.opt.param_lists))
+        # fit_flat_cos ignores start_epoch (fastai 2.8.12); fit honours it and the
+        # scheduler reads the position from the epoch, so the lr curve matches.
+        sched = {"lr": combined_cos(settings.pct_start, lr, lr, lr / 1e5)}
+        f.learn.fit(cycle.epochs, cbs=[ParamScheduler(sched)], start_epoch=max(0, done - first))
+        first = last
+
+
+def _save_result(f: _Fold, resumed_from: int) -> StageResult:
+    """Writes ``model.pt`` and the held-out probabilities; drops the checkpoints."""
+    job = f.job
+    score, vloss, probs = f.final or _evaluate(f)
+    model_path = job.out_dir / "model.pt"
+    save_model(model_path, f.model, job.vocab, job.config, f.norm, f.size, job.stage, job.fold)
+    np.save(job.out_dir / "valid_probs.npy", probs)
+    # The model file is the stage's result; its checkpoints only served resuming.
+    shutil.rmtree(f.checkpoints.directory, ignore_errors=True)
+    return StageResult(
+        job.stage,
+        job.fold,
+        str(model_path),
+        score,
+        vloss,
+        tuple(f.history),
+        resumed_from_epoch=resumed_from,
+        lrs=tuple(f.lrs),
+    )
 
 
 def train_stage(
-    *,
-    data: np.ndarray,
-    train: Clips,
-    valid: Clips,
-    vocab: tuple[str, ...],
-    config: TrainConfig,
-    stage: Stage,
-    fold: int,
-    out_dir: Path,
-    init_weights: Path | None = None,
-    device: torch.device | str = "cpu",
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    job: StageJob, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> StageResult:
     """Trains one stage of one fold; continues from its last finished epoch if any.
 
     Args:
-        data: the feature store's array.
-        train, valid: clips to train on and to score every epoch (whole clips).
-        vocab: label vocabulary (the targets' columns).
-        config: the run's configuration.
-        stage: ``noisy`` or ``curated``.
-        fold: fold index (0-based).
-        out_dir: where checkpoints, ``model.pt`` and ``valid_probs.npy`` go.
-        init_weights: a model file to start from (curated starts from noisy).
-        device: ``cpu`` or ``cuda:N``.
+        job: what to train and where to write it.
         on_epoch: called after each finished epoch.
+
+    Raises:
+        BusyError: another process trains this fold in the same folder.
+        CheckpointError: a checkpoint could not be written.
     """
     flush_denormals()
-    with exclusive(out_dir, f"{stage} fold {fold + 1}"):
-        run = _StageRun(
-            data=data,
-            train=train,
-            valid=valid,
-            vocab=vocab,
-            config=config,
-            stage=stage,
-            fold=fold,
-            out_dir=out_dir,
-            init_weights=init_weights,
-            device=torch.device(device),
-            on_epoch=on_epoch,
-        )
-        return run.run()
+    with exclusive(job.out_dir, job.name):
+        f = _prepare(job)
+        resumed = f.checkpoints.restore(f.model)
+        f.history, f.lrs = resumed.history, resumed.lrs
+        _fit_cycles(f, resumed, on_epoch)
+        return _save_result(f, resumed.epoch)

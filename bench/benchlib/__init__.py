@@ -68,9 +68,10 @@ def prepare_demo(root: Path, scale: float, seed: int = 0) -> tuple[Path, list[di
         ``(data_dir, rows)``: rows as audiotag's ``kept.parquet`` holds them
         (``fname``, ``subset``, ``path``, ``duration``, ``nonsilent``, ...).
     """
-    from audiotag.data.metadata import extract_metadata, filter_corrupt
+    from audiotag.data.filtering import filter_corrupt
+    from audiotag.data.metadata import extract_metadata
+    from audiotag.sources.archive import unpack_competition
     from audiotag.sources.demo import write_demo_dataset
-    from audiotag.sources.local import unpack_competition
 
     archive = write_demo_dataset(root / "src", seed=seed, scale=scale)
     data_dir = unpack_competition(archive, root / "data")

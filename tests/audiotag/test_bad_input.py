@@ -14,16 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiotag.config import load_config
-from audiotag.data.metadata import (
+from audiotag.data.filtering import (
     REASON_DUPLICATE,
     REASON_MISSING,
     REASON_NO_LABELS,
     REASON_UNLISTED,
     REASON_UNREADABLE,
-    describe_file,
-    extract_metadata,
     filter_corrupt,
 )
+from audiotag.data.metadata import describe_file, extract_metadata
 from audiotag.features.audio import AudioReadError, read_audio
 from audiotag.features.store import FeatureStore, build_feature_store
 from audiotag.inference.tagging import Ensemble
@@ -214,7 +213,7 @@ def test_tagging_odd_files_gives_error_rows_not_crashes(messy: Path, tmp_path: P
 
 
 def test_an_unknown_label_is_ignored_for_training_and_the_file_kept(tmp_path: Path) -> None:
-    from audiotag.steps.pipeline import _targets
+    from audiotag.steps.dataset import targets
 
     root = tmp_path / "d"
     (root / "train_noisy").mkdir(parents=True)
@@ -227,4 +226,4 @@ def test_an_unknown_label_is_ignored_for_training_and_the_file_kept(tmp_path: Pa
     kept, rejected = filter_corrupt(meta, tmp_path / "k.parquet", tmp_path / "r.parquet")
     assert (kept, rejected) == (1, 0)
     rows = pq.read_table(tmp_path / "k.parquet").to_pylist()
-    assert _targets(rows, ("Bark", "Run")).tolist() == [[True, False]]
+    assert targets(rows, ("Bark", "Run")).tolist() == [[True, False]]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiotag.inference.predict import LoadedModel
-from audiotag.sources.local import UnsafeArchiveError, extract_zip
+from audiotag.sources.archive import UnsafeArchiveError, extract_zip
 from audiotag.storage import atomic_path, write_atomic
 
 

@@ -24,13 +24,15 @@ pytestmark = pytest.mark.slow
 
 PLANTED = "KGAT_planted0fake0token0value0123456789"
 
-# Small enough for CI: one epoch per stage, a narrow net.
-TINY = {
-    "model.widen": 0.25,
-    "noisy.cycles": [{"epochs": 1, "lr": 3e-3}],
-    "curated.cycles": [{"epochs": 2, "lr": 3e-3}],
-    "curated.min_steps": 0,
-    "eval.tta": 1,
+# A third stage that starts from the second, added by configuration alone.
+THIRD = {
+    "stages.+": {
+        "name": "plus",
+        "subsets": ["curated", "noisy"],
+        "init": "curated",
+        "cycles": [{"epochs": 1, "lr": 1e-3}],
+        "batch_size": 16,
+    }
 }
 
 
@@ -42,11 +44,11 @@ def _task_states(flow_run_id) -> dict[str, str]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    return {r.name: r.state.name for r in runs if r.name.startswith(("noisy-", "curated-"))}
+    return {r.name: r.state.name for r in runs if "-fold-" in r.name}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def trained(tmp_path_factory: pytest.TempPathFactory, debug_preset: str) -> dict:
     """Two flow runs: the first with noisy fold 3 made to fail, then a re-run."""
     from prefect.testing.utilities import prefect_test_harness
 
@@ -58,11 +60,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     workdir = tmp / "work"
     out: dict = {"source": source, "workdir": workdir}
 
-    def run(overrides: dict = TINY):  # the flow run's final State
+    def run(overrides: dict | None = None):  # the flow run's final State
         return train_flow(
             source=str(source),
             workdir=str(workdir),
-            preset="demo",
+            preset=debug_preset,
             overrides=overrides,
             return_state=True,
         )
@@ -95,10 +97,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             # more TTA passes (tracked elsewhere: the registry above stays as it is).
             shutil.rmtree(next(workdir.glob("models/noisy-*/fold-2")))
             mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/changed.db")
-            out["changed"] = run(
-                {**TINY, "curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2}
-            )
+            out["changed"] = run({"curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2})
             out["fourth"] = _task_states(out["changed"].state_details.flow_run_id)
+            # A third stage from configuration alone, then the same again from the cache.
+            out["three"] = run(THIRD)
+            out["fifth"] = _task_states(out["three"].state_details.flow_run_id)
+            out["three_again"] = run(THIRD)
+            out["sixth"] = _task_states(out["three_again"].state_details.flow_run_id)
             out["prefect_text"] = _prefect_records(
                 [out[k].state_details.flow_run_id for k in ("failed", "state", "again", "changed")]
             )
@@ -378,3 +383,27 @@ def test_no_secret_in_logs_params_or_artifacts(trained: dict) -> None:
         for run in client.search_runs([exp.experiment_id]):
             text = json.dumps([run.data.params, run.data.tags])
             assert PLANTED not in text and "KAGGLE" not in text
+
+
+def test_a_third_stage_from_config_alone_trains_caches_and_makes_the_ensemble(
+    trained: dict,
+) -> None:
+    three, fifth, sixth = trained["three"], trained["fifth"], trained["sixth"]
+    assert three.is_completed(), three.message
+    for k in range(1, 6):
+        # The first two stages' settings are unchanged: their folds come from the cache.
+        assert fifth[f"noisy-fold-{k}"] == "Cached"
+        assert fifth[f"curated-fold-{k}"] == "Cached"
+        assert fifth[f"plus-fold-{k}"] == "Completed"
+        assert sixth[f"plus-fold-{k}"] == "Cached"
+    summary = three.result()
+    assert summary["stages"] == ["noisy", "curated", "plus"]
+    assert [set(f) for f in summary["folds"]] == [{"fold", "noisy", "curated", "plus"}] * 5
+    scores = json.loads(Path(summary["scores"]).read_text())
+    assert sorted(scores["folds"]) == [f"plus/{k}" for k in range(1, 6)]
+    assert scores["oof_lwlrap"] == pytest.approx(summary["oof_lwlrap"])
+    # The ensemble is the third stage's fold models.
+    manifest = json.loads((Path(summary["model"]) / "audiotag-model.json").read_text())
+    models = [torch.load(Path(summary["model"]) / m, weights_only=True) for m in manifest["models"]]
+    assert {m["stage"] for m in models} == {"plus"}
+    assert sixth and trained["three_again"].result()["oof_lwlrap"] == summary["oof_lwlrap"]

@@ -1,0 +1,78 @@
+"""The form's options: the settings a person changes most, as flow parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from audiotag.config.settings import CycleSettings, TrainConfig, _Frozen
+
+
+class TrainOptions(_Frozen):
+    """The settings a person changes most, as a form; empty fields keep the preset's value.
+
+    Any other preset field is reachable through the flow's ``overrides``.
+    """
+
+    seed: int | None = Field(
+        None, title="Seed", ge=0, description="Seed of crops, augmentations and weights."
+    )
+    n_folds: int | None = Field(
+        None, title="Folds", ge=2, le=20, description="Cross-validation folds."
+    )
+    noisy_epochs: int | None = Field(
+        None,
+        title="Noisy epochs",
+        ge=1,
+        le=1000,
+        description="Epochs of the noisy stage, shared between its cycles as the preset does.",
+    )
+    curated_epochs: int | None = Field(
+        None,
+        title="Curated epochs",
+        ge=1,
+        le=1000,
+        description="Epochs of the curated stage, shared between its cycles as the preset does.",
+    )
+    batch_size: int | None = Field(
+        None, title="Batch size", ge=1, le=4096, description="Training batch size of every stage."
+    )
+    tta: int | None = Field(
+        None, title="TTA passes", ge=0, le=64, description="Augmented passes at test time."
+    )
+
+    def overrides(self, base: TrainConfig) -> dict[str, Any]:
+        """These options as dotted overrides of ``base`` (the preset they apply to)."""
+        out: dict[str, Any] = {}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.n_folds is not None:
+            out["folds.n_folds"] = self.n_folds
+        for name, epochs in (("noisy", self.noisy_epochs), ("curated", self.curated_epochs)):
+            if epochs is not None and name in base.stage_names:
+                out[f"{name}.cycles"] = _spread_epochs(base.stage(name).cycles, epochs)
+        if self.batch_size is not None:
+            for i in range(len(base.stages)):
+                out[f"stages.{i}.batch_size"] = self.batch_size
+        if self.tta is not None:
+            out["eval.tta"] = self.tta
+        return out
+
+
+def _spread_epochs(cycles: tuple[CycleSettings, ...], total: int) -> list[dict[str, Any]]:
+    """``total`` epochs over ``cycles`` in the preset's proportions, each cycle at least one.
+
+    With fewer epochs than cycles, the last cycles are dropped (the first one is the
+    warm-up at the stage's main learning rate).
+    """
+    cycles = cycles[:total]
+    weights = [c.epochs for c in cycles]
+    share = [max(1, total * w // sum(weights)) for w in weights]
+    share[0] += total - sum(share)  # what rounding leaves goes to the first cycle
+    if share[0] < 1:
+        raise ValueError(f"cannot spread {total} epochs over {len(cycles)} cycles")
+    return [
+        c.model_copy(update={"epochs": n}).model_dump(mode="json")
+        for c, n in zip(cycles, share, strict=True)
+    ]

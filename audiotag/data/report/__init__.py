@@ -1,0 +1,48 @@
+"""The dataset report: the capstone report's exploratory data analysis, made automatically.
+
+`write_data_report` reads ``metadata.parquet`` (every file the CSVs name, read
+errors included) and ``rejected.parquet`` and writes four PNG plots
+(`audiotag.data.report.plots`) and a short ``data_report.md``
+(`audiotag.data.report.markdown`) that summarises each subset, lists the rejected
+files and links the plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from audiotag.data.report.markdown import REJECTED_COLUMNS, render_markdown
+from audiotag.data.report.plots import PLOTS, save_png
+from audiotag.data.report.subsets import load_subsets
+from audiotag.storage import write_text_atomic
+
+REPORT_NAME = "data_report.md"
+
+
+def write_data_report(metadata_path: Path, rejected_path: Path, out_dir: Path) -> list[Path]:
+    """Writes the dataset report (the capstone report's EDA, made automatically).
+
+    Writes ``durations.png``, ``label_frequency.png``, ``labels_per_clip.png``,
+    ``levels.png`` and ``data_report.md`` into ``out_dir``, each atomically (a
+    temporary file beside it, then a rename). Rows whose ``error`` is set are
+    counted but left out of the numeric plots and statistics; empty subsets,
+    unlabelled subsets and an empty rejected table are reported as such.
+
+    Args:
+        metadata_path: ``metadata.parquet`` with ``METADATA_SCHEMA``: all files,
+            before filtering.
+        rejected_path: ``rejected.parquet`` with ``REJECTED_SCHEMA``.
+        out_dir: Directory for the report; created if missing.
+
+    Returns:
+        The written paths: ``data_report.md`` first, then the PNGs.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subsets = load_subsets(Path(metadata_path))
+    rejected = pq.read_table(rejected_path, columns=REJECTED_COLUMNS).to_pylist()
+    pngs = [save_png(draw(subsets), out_dir / f"{name}.png") for name, draw in PLOTS.items()]
+    md = write_text_atomic(render_markdown(subsets, rejected, pngs), out_dir / REPORT_NAME)
+    return [md, *pngs]

@@ -1,0 +1,140 @@
+"""The ensemble step: the last stage's fold models on the test set, and the run's scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audiotag.config import TrainConfig, settings_hash
+from audiotag.data.layout import SAMPLE_SUBMISSION
+from audiotag.data.schemas import write_label_table
+from audiotag.features.store import FeatureStore
+from audiotag.inference.predict import LoadedModel, ensemble
+from audiotag.inference.tagging import write_package
+from audiotag.metrics import lwlrap, lwlrap_per_class
+from audiotag.steps.dataset import DatasetInfo, kept_rows, targets, to_clips
+from audiotag.steps.workspace import Workspace
+from audiotag.storage import file_digest, write_atomic, write_json_atomic
+from audiotag.training.batches import Clips
+from audiotag.training.stage import StageResult
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    run_dir: str
+    submission: str | None
+    oof: str
+    scores: str
+    oof_lwlrap: float
+    test_lwlrap: float | None
+    fold_lwlrap: tuple[float, ...]
+    model_dir: str = ""
+
+
+def predict_test(
+    ws: Workspace,
+    info: DatasetInfo,
+    store_dir: Path,
+    config: TrainConfig,
+    models: list[StageResult],
+    run_dir: Path,
+    device: str = "cpu",
+) -> EnsembleResult:
+    """TTA predictions of the last stage's fold models on the test set, averaged into
+    the submission.
+
+    Also gathers their out-of-fold predictions (each held-out clip of the stage's first
+    subset, scored by the fold model that never trained on it) and writes ``scores.json``.
+    """
+    store = FeatureStore.open(store_dir)
+    data_dir = Path(info.data_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Out-of-fold: every held-out clip scored by the model that never saw it.
+    parts = [pd.read_parquet(Path(r.model_path).parent / "valid.parquet") for r in models]
+    oof = pd.concat(parts, ignore_index=True)
+    scored_subset = config.stage(models[0].stage).subsets[0]
+    labels = {r["fname"]: r["labels"] for r in kept_rows(ws, scored_subset)}
+    truth = targets([{"labels": labels[f]} for f in oof.fname], info.vocab)
+    oof_score = lwlrap(truth, oof[list(info.vocab)].to_numpy())
+    write_label_table(oof, info.vocab, run_dir / "oof.parquet")
+
+    # Test: every submission row, in sample_submission order; unreadable clips
+    # get the scored subset's label frequencies, so the file stays complete.
+    test_rows = kept_rows(ws, "test")
+    sub_path = data_dir / SAMPLE_SUBMISSION
+    names = (
+        pd.read_csv(sub_path, encoding="utf-8-sig").fname.tolist()
+        if sub_path.exists()
+        else [r["fname"] for r in test_rows]
+    )
+    submission, test_score, by_name = None, None, {}
+    if names:
+        clips = to_clips(store, test_rows, info.vocab)
+        test_probs = _predict_test_clips(ws, store_dir, store, clips, config, models, device)
+        prior = truth.mean(axis=0)
+        by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
+        sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
+        sub.insert(0, "fname", names)
+        submission = run_dir / "submission.csv"
+        write_atomic(submission, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+        labelled = [i for i, r in enumerate(test_rows) if r["labels"]]
+        if labelled:
+            test_truth = targets([test_rows[i] for i in labelled], info.vocab)
+            test_score = lwlrap(test_truth, test_probs[labelled])
+    per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
+    scores = {
+        "oof_lwlrap": oof_score,
+        "test_lwlrap": test_score,
+        "folds": {f"{r.stage}/{r.fold + 1}": r.valid_lwlrap for r in models},
+        "oof_per_class": dict(zip(info.vocab, per_class.round(5).tolist(), strict=True)),
+        "class_weights": dict(zip(info.vocab, weights.round(5).tolist(), strict=True)),
+        "test_missing": [n for n in names if n not in by_name],
+    }
+    write_json_atomic(scores, run_dir / "scores.json")
+    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
+    return EnsembleResult(
+        str(run_dir),
+        None if submission is None else str(submission),
+        str(run_dir / "oof.parquet"),
+        str(run_dir / "scores.json"),
+        oof_score,
+        test_score,
+        tuple(r.valid_lwlrap for r in models),
+        str(model_dir),
+    )
+
+
+def _predict_test_clips(
+    ws: Workspace,
+    store_dir: Path,
+    store: FeatureStore,
+    clips: Clips,
+    config: TrainConfig,
+    models: list[StageResult],
+    device: str,
+) -> np.ndarray:
+    """The fold models' averaged TTA probabilities of the test clips, computed once.
+
+    They depend only on the model files' bytes, the features (the store's key holds
+    the dataset fingerprint and mel settings) and the test-time settings, so a re-run
+    whose folds all come from the cache reads them back instead of predicting again.
+    """
+    files = [Path(r.model_path) for r in models]
+    key = settings_hash(store_dir.name, config.eval, *(file_digest(m) for m in files))
+    path = ws.test_predictions(key)
+    if path.exists():
+        return np.load(path)
+    probs = [LoadedModel(m, device).predict(store.data, clips, config.eval) for m in files]
+    out = ensemble(probs, config.eval.ensemble)
+    write_atomic(path, lambda tmp: _save_npy(tmp, out))
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    # np.save appends '.npy' to a path that lacks it (a temporary name does).
+    with path.open("wb") as f:
+        np.save(f, array)

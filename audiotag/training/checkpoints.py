@@ -1,0 +1,98 @@
+"""Per-epoch checkpoints of a stage's fold: written atomically, only the newest kept."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastcore.foundation import L
+from torch import nn
+
+from audiotag.storage import write_atomic
+
+CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written (disk full, say); the previous one is intact."""
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+    """(epoch, path) of the newest checkpoint in ``ckpt_dir``, or None."""
+    found = [
+        (int(m.group(1)), p)
+        for p in ckpt_dir.glob("epoch-*.pt")
+        if (m := CHECKPOINT_RE.search(p.name))
+    ]
+    return max(found) if found else None
+
+
+def _plain(obj: Any) -> Any:
+    """fastai containers -> builtins, so a checkpoint loads with ``weights_only=True``."""
+    if isinstance(obj, L | list | tuple):
+        return [_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+@dataclass
+class Resumed:
+    """What a checkpoint gives back: the epochs done, the history, the optimiser state."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    opt_state: dict | None = None
+
+
+@dataclass(frozen=True)
+class Checkpointer:
+    """Writes and reads one fold's checkpoints in ``directory``; ``what`` names the fold."""
+
+    directory: Path
+    what: str
+
+    def save(self, epoch: int, model: nn.Module, opt_state: dict, history: list, lrs: list) -> None:
+        """Writes epoch ``epoch``'s checkpoint, then removes the older ones.
+
+        Raises:
+            CheckpointError: the write failed; the previous checkpoint is intact.
+        """
+        payload = {
+            "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "opt": _plain(opt_state),
+            "history": history,
+            "lrs": lrs,
+        }
+        path = self.directory / f"epoch-{epoch:04d}.pt"
+        try:
+            write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        except (OSError, RuntimeError) as err:
+            previous = latest_checkpoint(self.directory)
+            kept = f"epoch {previous[0]} is intact" if previous else "there is none"
+            raise CheckpointError(
+                f"{path}: could not write the checkpoint of {self.what} epoch {epoch} ({err}); "
+                f"the previous checkpoint: {kept}. Free disk space and re-run: training "
+                "continues from the previous checkpoint."
+            ) from err
+        for old in self.directory.glob("epoch-*.pt"):  # keep only the newest
+            if old != path:
+                old.unlink(missing_ok=True)
+
+    def restore(self, model: nn.Module) -> Resumed:
+        """Loads the newest checkpoint's weights into ``model``; nothing if there is none."""
+        found = latest_checkpoint(self.directory)
+        if found is None:
+            return Resumed()
+        epoch, path = found
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        return Resumed(epoch, list(state["history"]), list(state["lrs"]), state["opt"])

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from tests.helpers.audio import write_tone
+
+
+def test_reads_real_recordings_as_mono_float(drums_dir: Path) -> None:
+    for path in sorted(drums_dir.glob("*.wav"))[:12]:
+        samples, sr = read_audio(path)
+        assert sr == 44100
+        assert samples.dtype == np.float32 and samples.ndim == 1
+        assert 0 < np.abs(samples).max() <= 1.0
+
+
+def test_stereo_is_mixed_to_mono(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "st.wav", channels=2)
+    samples, _ = read_audio(path)
+    assert samples.ndim == 1 and len(samples) == 44100
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"not audio at all" * 64]
+)
+def test_broken_files_raise_the_documented_error_naming_the_file(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "broken.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioReadError, match="broken.wav"):
+        read_audio(path)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_samples_equal_libsndfiles_own_float_conversion(
+    tmp_path: Path, subtype: str, channels: int
+) -> None:
+    rng = np.random.default_rng(channels)
+    y = rng.uniform(-1, 1, size=(4000, channels)).astype(np.float32)
+    path = tmp_path / f"{subtype}.wav"
+    sf.write(path, y, 22050, subtype=subtype)
+    ref, _ = sf.read(path, dtype="float32", always_2d=True)
+    samples, sr = read_audio(path)
+    assert sr == 22050
+    np.testing.assert_array_equal(samples, ref.mean(axis=1) if channels > 1 else ref[:, 0])
+
+
+def test_a_missing_file_or_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(AudioReadError, match=r"gone\.wav: no such file"):
+        read_audio(tmp_path / "gone.wav")
+    (tmp_path / "dir.wav").mkdir()
+    with pytest.raises(AudioReadError, match=r"dir\.wav: a directory"):
+        read_audio(tmp_path / "dir.wav")
+
+
+def test_nan_samples_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    sf.write(path, np.array([0.1, np.nan, 0.2], dtype=np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(AudioReadError, match="NaN"):
+        read_audio(path)
+
+
+def test_nonsilent_finds_a_tone_placed_late_in_silence(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "late.wav", seconds=0.5, start=2.0, total=3.0)
+    samples, sr = read_audio(path)
+    iv = find_nonsilent(samples, 20.0)
+    assert len(iv) == 1
+    start, end = iv[0] / sr
+    assert 1.9 < start < 2.05 and 2.45 < end < 2.6
+    kept = remove_silence(samples, iv)
+    assert 0.45 * sr < len(kept) < 0.65 * sr
+
+
+def test_all_zero_clip_has_no_sound() -> None:
+    assert find_nonsilent(np.zeros(44100, dtype=np.float32), 20.0).shape == (0, 2)
+
+
+def test_nonsilent_matches_librosa_rule_on_real_drums(drums_dir: Path) -> None:
+    # Every drum hit starts loud: the first interval starts at the beginning, and
+    # trimming never removes the loudest sample.
+    for path in sorted(drums_dir.glob("*.wav"))[::6]:
+        samples, _ = read_audio(path)
+        iv = find_nonsilent(samples, 20.0)
+        assert len(iv) >= 1
+        peak = int(np.abs(samples).argmax())
+        assert any(s <= peak < e for s, e in iv)

@@ -1,0 +1,129 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from audiotag.config import MelSettings, load_config
+from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.logmel import (
+    FLOOR_DB,
+    LogMel,
+    clamp_top_db,
+    compute_logmel,
+    file_logmel,
+    log_mel_spectrogram,
+)
+from tests.helpers.audio import write_tone
+
+ARGS = {
+    "sample_rate": 16000,
+    "n_fft": 512,
+    "win_length": 400,
+    "hop_length": 160,
+    "n_mels": 40,
+    "f_min": 20.0,
+    "f_max": 8000.0,
+}
+
+
+def test_logmel_matches_torchaudio_melspectrogram() -> None:
+    mel = load_config("reference").mel
+    wave = torch.randn(44100) * 0.1
+    ours = LogMel(mel)(wave)
+    ref = torchaudio.transforms.MelSpectrogram(
+        sample_rate=mel.sample_rate,
+        n_fft=mel.n_fft,
+        win_length=mel.win_length,
+        hop_length=mel.hop_length,
+        f_min=mel.f_min,
+        f_max=mel.f_max,
+        n_mels=mel.n_mels,
+        power=2.0,
+        norm=None,
+        mel_scale="htk",
+        pad_mode="constant",
+    )(wave)
+    ref_db = 10 * torch.log10(ref.clamp_min(1e-10))
+    assert ours.shape == (128, 1 + 44100 // 690)
+    torch.testing.assert_close(ours, ref_db, atol=1e-3, rtol=1e-4)
+
+
+def test_functional_and_module_agree_exactly() -> None:
+    mel = MelSettings(**ARGS)
+    wave = torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(log_mel_spectrogram(wave, **ARGS), LogMel(mel)(wave), rtol=0, atol=0)
+
+
+def test_batched_equals_per_item_and_keeps_leading_dims() -> None:
+    waves = torch.randn(2, 3, 4000, generator=torch.Generator().manual_seed(1))
+    out = log_mel_spectrogram(waves, **ARGS)
+    assert out.shape == (2, 3, ARGS["n_mels"], 1 + 4000 // ARGS["hop_length"])
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(out[i, j], log_mel_spectrogram(waves[i, j], **ARGS))
+
+
+def test_silence_reads_as_the_floor() -> None:
+    out = log_mel_spectrogram(torch.zeros(1600), **ARGS)
+    assert (out == FLOOR_DB).all() and FLOOR_DB == -100.0
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"sample_rate": 0}, "sample_rate must be positive, got 0"),
+        ({"n_fft": -2}, "n_fft must be positive, got -2"),
+        ({"hop_length": 0}, "hop_length must be positive, got 0"),
+        ({"n_mels": 0}, "n_mels must be positive, got 0"),
+        ({"win_length": 1024}, "win_length 1024 exceeds n_fft 512"),
+        ({"f_min": 9000.0}, "f_min 9000.0"),
+        ({"f_min": -1.0}, "f_min -1.0"),
+        ({"f_max": 9000.0, "sample_rate": 16000}, r"f_max 9000.0 is above Nyquist \(8000.0\)"),
+    ],
+)
+def test_bad_arguments_are_named(change: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        log_mel_spectrogram(torch.zeros(1600), **{**ARGS, **change})
+
+
+def test_an_empty_waveform_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"got \(0,\)"):
+        log_mel_spectrogram(torch.zeros(0), **ARGS)
+
+
+def test_top_db_is_per_crop_not_per_batch() -> None:
+    loud = torch.full((1, 4, 4), -10.0)
+    quiet = torch.full((1, 4, 4), -90.0)
+    quiet[0, 0, 0] = -70.0
+    out = clamp_top_db(torch.cat([loud, quiet]), 60.0)
+    # The quiet crop keeps 60 dB below its own peak; clamping against the batch's
+    # loudest crop would have lifted it to -70 everywhere.
+    assert out[1].min() == -90.0 and out[1].max() == -70.0
+    with pytest.raises(ValueError, match="top_db must be positive, got 0"):
+        clamp_top_db(loud, 0)
+
+
+def test_file_logmel_is_read_split_resample_logmel(tmp_path: Path) -> None:
+    mel = MelSettings(**ARGS)
+    path = write_tone(tmp_path / "late.wav", seconds=0.5, start=1.0, total=2.0, sr=22050)
+    samples, sr = read_audio(path)
+    iv = find_nonsilent(samples, mel.silence_top_db)
+    expected = compute_logmel(remove_silence(samples, iv), sr, mel)
+    assert expected.shape[1] == ARGS["n_mels"]
+    # About half a second at 16 kHz, not the file's two seconds.
+    assert 0.45 * 16000 / 160 < len(expected) < 0.65 * 16000 / 160
+    np.testing.assert_array_equal(file_logmel(path, mel), expected)
+    np.testing.assert_array_equal(file_logmel(path, mel, iv), expected)
+    with path.open("rb") as f:
+        np.testing.assert_array_equal(file_logmel(f, mel, name="late.wav"), expected)
+
+
+def test_file_logmel_of_digital_silence_is_an_error(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "zero.wav", amp=0.0)
+    with pytest.raises(AudioReadError, match="zero.wav: no sound"):
+        file_logmel(path, MelSettings(**ARGS))
+    with pytest.raises(AudioReadError, match="upload.wav: no sound"):
+        file_logmel(io.BytesIO(path.read_bytes()), MelSettings(**ARGS), name="upload.wav")
