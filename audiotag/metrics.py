@@ -59,3 +59,27 @@ def lwlrap_per_class(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray,
     counts = truth.sum(axis=0)
     per_class = np.divide(prec.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
     return per_class, counts / max(counts.sum(), 1)
+
+
+def clip_lwlrap(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each clip's own label-ranking average precision: the mean, over its true labels,
+    of the precision at that label's rank (ties count against it, as in `lwlrap`).
+
+    Args:
+        truth: ``(n_clips, n_labels)`` 0/1 or bool.
+        scores: ``(n_clips, n_labels)`` any monotone score.
+
+    Returns:
+        ``(n_clips,)`` float64; NaN for a clip without a true label.
+    """
+    truth, scores = _check(truth, scores)
+    counts = truth.sum(axis=1)
+    sums = _precisions(truth, scores).sum(axis=1)
+    return np.divide(sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+
+
+def chance_lwlrap(truth: np.ndarray, draws: int = 16, seed: int = 0) -> float:
+    """The lwlrap that random scores reach on ``truth``, averaged over ``draws`` seeded
+    draws: the level a model that learned nothing scores."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([lwlrap(truth, rng.random(truth.shape)) for _ in range(draws)]))

@@ -12,20 +12,31 @@ from typing import Any
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\naudiotag run", summary["run_name"])
-    stages = summary["stages"]
-    heads = [f"{s} lwlrap" for s in stages]
-    print(f"{'fold':>6}" + "".join(f"  {h:>{max(12, len(h))}}" for h in heads))
+    columns = [*summary["stages"], "baseline"]
+    heads = [f"{c} lwlrap" for c in columns]
+    widths = [max(12, len(h)) for h in heads]
+    print(f"{'fold':>6}" + "".join(f"  {h:>{w}}" for h, w in zip(heads, widths, strict=True)))
     for row in summary["folds"]:
-        cells = ["-" if row[s] is None else f"{row[s]:.4f}" for s in stages]
+        cells = ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
         print(
-            f"{row['fold']:>6}"
-            + "".join(f"  {c:>{max(12, len(h))}}" for c, h in zip(cells, heads, strict=True))
+            f"{row['fold']:>6}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
         )
-    print(f"\nout-of-fold lwlrap ({stages[-1]}): {summary['oof_lwlrap']:.4f}")
-    test = summary["test_lwlrap"]
-    print(
-        f"test lwlrap:                  {'n/a (no test labels)' if test is None else f'{test:.4f}'}"
-    )
+
+    def fmt(x: float | None) -> str:
+        return "n/a (no test labels)" if x is None else f"{x:.4f}"
+
+    base = summary["baseline"]
+    print(f"\n{'':30}{'network':>10}  {'baseline':>10}")
+    oof_label = f"out-of-fold lwlrap ({summary['stages'][-1]}):"
+    print(f"{oof_label:30}{fmt(summary['oof_lwlrap']):>10}  {fmt(base['oof_lwlrap']):>10}")
+    if summary["test_lwlrap"] is None:
+        print(f"{'test lwlrap:':30}n/a (no test labels)")
+    else:
+        print(
+            f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
+        )
+    print("  (baseline: logistic regression on each clip's log-mel mean and std)")
+    print(summary["verdict"])
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
     print(f"submission:   {summary['submission'] or 'none (no test set)'}")
     print(f"scores:       {summary['scores']}")

@@ -14,10 +14,13 @@ from pydantic import Field
 
 from audiotag.config import PresetName, TrainConfig, TrainOptions, load_config
 from audiotag.devices import flush_denormals
+from audiotag.steps.baseline import BaselineResult, verdict
 from audiotag.steps.dataset import DatasetInfo
+from audiotag.steps.ensemble import EnsembleResult
 from audiotag.steps.training import plan_stages
 from audiotag.tracking.runs import Tracking
 from audiotag.training.stage import StageResult
+from tasks.baseline import baseline_task
 from tasks.data import (
     build_feature_store,
     download_dataset,
@@ -27,6 +30,7 @@ from tasks.data import (
 )
 from tasks.ensemble import tta_ensemble
 from tasks.run import finish_tracking, start_tracking, tag_dataset
+from tasks.selection import select_noisy_clips
 from tasks.training import fold_runner, fold_task
 
 NO_OPTIONS = TrainOptions()
@@ -45,12 +49,23 @@ def _train_folds(
     dask_address: str | None,
 ) -> dict[str, list[StageResult]]:
     """Every planned stage's folds; fold k of a stage starts as soon as fold k of the
-    stage it starts from is done."""
+    stage it starts from is done. A stage that selects noisy clips starts once every
+    fold of its init stage is done and their models have made its selection."""
     common = {"workdir": workdir, "info": info, "store_dir": store, "config": config}
     folds = range(config.folds.n_folds)
     futures: dict[str, dict[int, PrefectFuture]] = {}
+    unstarted: list[str] = []  # stages that depend on a fold that failed
     with fold_runner(dask_address) as submit:
         for planned in plan_stages(config, info):
+            selection = None
+            if planned.init in unstarted:
+                unstarted.append(planned.name)
+                continue
+            if config.stage(planned.name).noisy_selection is not None and planned.init:
+                selection = _select_noisy(common, planned.name, futures[planned.init], tracking)
+                if selection is None:
+                    unstarted.append(planned.name)
+                    continue
             futures[planned.name] = {
                 k: submit(
                     fold_task(workdir, info, config, planned.name, k),
@@ -59,6 +74,7 @@ def _train_folds(
                     fold=k,
                     init=futures[planned.init][k] if planned.init else None,
                     tracking=tracking,
+                    selection=selection,
                 )
                 for k in folds
             }
@@ -69,13 +85,25 @@ def _train_folds(
             for stage, by_fold in futures.items()
             for k, f in by_fold.items()
             if not f.state.is_completed()
-        ]
+        ] + [f"{stage}-fold-{k + 1}" for stage in unstarted for k in folds]
         if names:
             raise FoldsFailed(
                 f"folds did not complete: {', '.join(names)}; re-run the flow "
                 "to retrain only these (finished folds come from the cache)"
             )
         return {s: [f.result() for f in by_fold.values()] for s, by_fold in futures.items()}
+
+
+def _select_noisy(
+    common: dict[str, Any], stage: str, init: dict[int, PrefectFuture], tracking: Tracking
+) -> str | None:
+    """Waits for every fold of ``stage``'s init stage, then selects the noisy clips it
+    adds with their models; None when one of those folds failed."""
+    wait(list(init.values()))
+    if not all(f.state.is_completed() for f in init.values()):
+        return None
+    results = [f.result() for f in init.values()]
+    return select_noisy_clips(**common, stage=stage, init=results, tracking=tracking)
 
 
 @flow(name="audiotag-train", task_runner=ThreadPoolTaskRunner(max_workers=16))
@@ -117,32 +145,47 @@ def train_flow(
         folds_file = make_dataset_folds(workdir, info, config.folds)
         store = build_feature_store(workdir, info, config, wait_for=[folds_file])
 
+        baseline = baseline_task(workdir).submit(workdir, info, store, config)
         results = _train_folds(workdir, info, store, config, tracking, dask_address)
-        result = tta_ensemble(workdir, info, store, config, results, run_name, tracking)
+        result = tta_ensemble(
+            workdir, info, store, config, results, run_name, tracking, baseline.result()
+        )
         ok = True
-        return {
-            "run_name": run_name,
-            "workdir": workdir,
-            "stages": list(config.stage_names),
-            "folds": [
-                {
-                    "fold": k + 1,
-                    **{
-                        s: results[s][k].valid_lwlrap if s in results else None
-                        for s in config.stage_names
-                    },
-                }
-                for k in range(config.folds.n_folds)
-            ],
-            "oof_lwlrap": result.oof_lwlrap,
-            "test_lwlrap": result.test_lwlrap,
-            "submission": result.submission,
-            "scores": result.scores,
-            "model": result.model_dir,
-            "mlflow_uri": tracking.uri,
-            "mlflow_run_id": tracking.parent_run_id,
-            "kept": info.kept,
-            "rejected": info.rejected,
-        }
+        summary = _run_summary(run_name, workdir, config, info, results, result, baseline.result())
+        return summary | {"mlflow_uri": tracking.uri, "mlflow_run_id": tracking.parent_run_id}
     finally:
         finish_tracking(tracking, ok)
+
+
+def _run_summary(
+    run_name: str,
+    workdir: str,
+    config: TrainConfig,
+    info: DatasetInfo,
+    results: dict[str, list[StageResult]],
+    result: EnsembleResult,
+    baseline: BaselineResult,
+) -> dict[str, Any]:
+    """What the flow returns (the CLI prints it): scores per stage and fold, the
+    ensemble's and the baseline's scores, where the outputs are."""
+    folds = []
+    for k in range(config.folds.n_folds):
+        row: dict[str, Any] = {"fold": k + 1}
+        for s in config.stage_names:  # a skipped stage (no clips) shows None
+            row[s] = results[s][k].valid_lwlrap if s in results else None
+        folds.append(row | {"baseline": baseline.fold_lwlrap[k]})
+    return {
+        "run_name": run_name,
+        "workdir": workdir,
+        "stages": list(config.stage_names),
+        "folds": folds,
+        "oof_lwlrap": result.oof_lwlrap,
+        "test_lwlrap": result.test_lwlrap,
+        "baseline": {"oof_lwlrap": baseline.oof_lwlrap, "test_lwlrap": baseline.test_lwlrap},
+        "verdict": verdict(result.oof_lwlrap, result.test_lwlrap, baseline),
+        "submission": result.submission,
+        "scores": result.scores,
+        "model": result.model_dir,
+        "kept": info.kept,
+        "rejected": info.rejected,
+    }

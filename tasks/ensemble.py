@@ -1,10 +1,13 @@
 """The TTA ensemble task: submission, out-of-fold and test scores, logged to the parent run.
 
-The ensemble is the last stage's fold models; every stage's fold scores are logged.
+The ensemble is the last stage's fold models; every stage's fold scores, the
+baseline's and the per-class scores are logged beside it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -12,9 +15,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
 from audiotag.devices import cpu_cores, device_pool
+from audiotag.steps.baseline import BaselineResult, per_class_rows, verdict
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult, predict_test
 from audiotag.steps.workspace import Workspace
+from audiotag.storage import write_text_atomic
 from audiotag.tracking.registry import MODEL_NAME, register_ensemble
 from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
 from audiotag.training.stage import StageResult
@@ -29,6 +34,7 @@ def tta_ensemble(
     results: dict[str, list[StageResult]],
     run_name: str,
     tracking: Tracking,
+    baseline: BaselineResult | None = None,
 ) -> EnsembleResult:
     """Averages the last stage's fold models' TTA test predictions into submission.csv.
 
@@ -36,75 +42,139 @@ def tta_ensemble(
     """
     last = list(results.values())[-1]
     ws = Workspace.at(workdir)
+    run_dir = ws.run_dir(run_name)
     # Every fold is done: the test predictions take every core.
     with device_pool().lease(threads=cpu_cores()) as device:
-        result = predict_test(ws, info, Path(store_dir), config, last, ws.run_dir(run_name), device)
-    metrics = {
+        result = predict_test(
+            ws, info, Path(store_dir), config, last, run_dir, device, baseline=baseline
+        )
+    scores = json.loads(Path(result.scores).read_text())
+    per_class = per_class_rows(scores)
+    _log_scores(tracking, results, result, baseline, per_class)
+    per_class_csv = _write_per_class(per_class, run_dir / "per_class.csv")
+    for path in (result.submission, result.oof, result.scores, per_class_csv):
+        if path is not None:
+            log_artifact(tracking, tracking.parent_run_id, path)
+    log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
+    registered = _register(tracking, result, info)
+    create_table_artifact(
+        _fold_rows(results, baseline), key="fold-scores", description="Validation lwlrap per fold"
+    )
+    create_table_artifact(
+        per_class, key="per-class-scores", description="lwlrap per label, weakest first"
+    )
+    summary = _summary(run_name, result, tracking, list(results)[-1], baseline, registered)
+    create_markdown_artifact(summary, key="run-summary", description="OOF and test lwlrap")
+    test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
+    logger = get_run_logger()
+    logger.info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
+    if baseline is not None:
+        logger.info(verdict(result.oof_lwlrap, result.test_lwlrap, baseline))
+    return result
+
+
+def _metric_key(label: str) -> str:
+    # MLflow metric names take alphanumerics, _ - . space and /.
+    return re.sub(r"[^\w\-. /]", "_", label)
+
+
+def _log_scores(
+    tracking: Tracking,
+    results: dict[str, list[StageResult]],
+    result: EnsembleResult,
+    baseline: BaselineResult | None,
+    per_class: list[dict],
+) -> None:
+    metrics: dict[str, float | None] = {
         f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap
         for folds in results.values()
         for r in folds
     }
     metrics["oof/lwlrap"] = result.oof_lwlrap
-    if result.test_lwlrap is not None:
-        metrics["test/lwlrap"] = result.test_lwlrap
+    metrics["test/lwlrap"] = result.test_lwlrap
+    if baseline is not None:
+        metrics["baseline/oof_lwlrap"] = baseline.oof_lwlrap
+        metrics["baseline/test_lwlrap"] = baseline.test_lwlrap
+        for k, score in enumerate(baseline.fold_lwlrap):
+            metrics[f"baseline/fold_{k + 1}/valid_lwlrap"] = score
+    for row in per_class:
+        key = _metric_key(row["label"])
+        metrics[f"oof_per_class/{key}"] = row["oof"]
+        metrics[f"test_per_class/{key}"] = row["test"]
     log_metrics(tracking, tracking.parent_run_id, metrics)
-    for path in (result.submission, result.oof, result.scores):
-        if path is not None:
-            log_artifact(tracking, tracking.parent_run_id, path)
-    log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
+
+
+def _write_per_class(rows: list[dict], path: Path) -> Path:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["label"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(out.getvalue(), path)
+
+
+def _register(tracking: Tracking, result: EnsembleResult, info: DatasetInfo) -> str:
+    """Registers the package; returns what happened, in words."""
     reg = register_ensemble(tracking, Path(result.model_dir), info.vocab, result.oof_lwlrap)
     if not reg.new:
-        get_run_logger().info(
-            "the same models are registered already: %s version %s%s; not registered again",
-            MODEL_NAME,
-            reg.version,
-            f" (alias '{reg.alias}')" if reg.alias else "",
+        alias = f" (alias '{reg.alias}')" if reg.alias else ""
+        text = (
+            f"the same models are registered already: {MODEL_NAME} version {reg.version}"
+            f"{alias}; not registered again"
         )
     else:
-        get_run_logger().info(
-            "registered as %s version %s with alias '%s'%s",
-            MODEL_NAME,
-            reg.version,
-            reg.alias,
+        why = (
             ""
             if reg.alias == "champion"
-            else " (it does not beat the champion's OOF lwlrap on this vocabulary)",
+            else " (it does not beat the champion's OOF lwlrap on this vocabulary)"
         )
-    rows = [
-        {
-            "fold": r.fold + 1,
-            **{
-                f"{stage} lwlrap": round(folds[i].valid_lwlrap, 4)
-                for stage, folds in results.items()
-            },
-        }
-        for i, r in enumerate(last)
-    ]
-    create_table_artifact(rows, key="fold-scores", description="Validation lwlrap per fold")
-    test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
-    create_markdown_artifact(
-        _summary(run_name, result, test, tracking, list(results)[-1]),
-        key="run-summary",
-        description="OOF and test lwlrap",
-    )
-    get_run_logger().info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
-    return result
+        text = f"registered as {MODEL_NAME} version {reg.version} with alias '{reg.alias}'{why}"
+    get_run_logger().info(text)
+    return text
+
+
+def _fold_rows(
+    results: dict[str, list[StageResult]], baseline: BaselineResult | None
+) -> list[dict]:
+    last = list(results.values())[-1]
+    rows = []
+    for i, r in enumerate(last):
+        row: dict = {"fold": r.fold + 1}
+        row.update({f"{s} lwlrap": round(folds[i].valid_lwlrap, 4) for s, folds in results.items()})
+        if baseline is not None:
+            row["baseline lwlrap"] = round(baseline.fold_lwlrap[i], 4)
+        rows.append(row)
+    return rows
 
 
 def _summary(
-    run_name: str, result: EnsembleResult, test: str, tracking: Tracking, stage: str
+    run_name: str,
+    result: EnsembleResult,
+    tracking: Tracking,
+    stage: str,
+    baseline: BaselineResult | None,
+    registered: str,
 ) -> str:
-    folds = child_runs(tracking)
-    lines = [
-        f"# audiotag run {run_name}",
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    lines = [f"# audiotag run {run_name}", ""]
+    if baseline is not None:
+        lines += [f"**{verdict(result.oof_lwlrap, result.test_lwlrap, baseline)}**", ""]
+    lines += [
+        "| score | network | linear baseline |",
+        "|---|---|---|",
+        f"| out-of-fold ({stage}) | {fmt(result.oof_lwlrap)} | "
+        f"{fmt(baseline.oof_lwlrap if baseline else None)} |",
+        f"| test | {fmt(result.test_lwlrap)} | {fmt(baseline.test_lwlrap if baseline else None)} |",
         "",
-        "| score | lwlrap |",
-        "|---|---|",
-        f"| out-of-fold ({stage}) | {result.oof_lwlrap:.4f} |",
-        f"| test | {test} |",
+        f"Registry: {registered}.",
         "",
         f"MLflow: [parent run]({run_link(tracking, tracking.parent_run_id)})",
     ]
+    folds = child_runs(tracking)
     if folds:
         lines[-1] += "; folds trained in this flow run: " + ", ".join(
             f"[{name}]({run_link(tracking, rid)})" for name, rid in folds.items()
@@ -115,4 +185,5 @@ def _summary(
             f"(open with `mlflow ui --backend-store-uri {tracking.uri} --host 127.0.0.1`)",
         ]
     lines += ["", f"Submission: `{result.submission}`; model package: `{result.model_dir}`"]
+    lines += ["", "Per-class lwlrap (weakest first): the `per-class-scores` table."]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.keys import fold_model_path, fold_result_key
 from audiotag.steps.training import train_fold
 from audiotag.steps.workspace import Workspace
+from audiotag.storage import file_digest
 from audiotag.tracking.runs import (
     Tracking,
     end_run,
@@ -37,8 +38,9 @@ def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:
     """The fold's result key (data, this stage's settings, fold, initial weights), and
     where it is written. It leaves out the tracking record and the flow-run id (new every
     run), later stages' settings and test-time settings, so a re-run finds every fold
-    whose result would not change."""
+    whose result would not change. A noisy selection enters by its file's bytes."""
     init: StageResult | None = parameters["init"]
+    selection: str | None = parameters.get("selection")
     return settings_hash(
         fold_result_key(
             parameters["config"],
@@ -49,6 +51,7 @@ def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:
         ),
         parameters["workdir"],
         parameters["store_dir"],
+        *([file_digest(Path(selection))] if selection else []),
     )
 
 
@@ -96,6 +99,54 @@ def gpu_slot(device: str) -> Iterator[None]:
         yield
 
 
+def _epoch_line(name: str, rec: EpochRecord) -> str:
+    return (
+        f"{name} epoch {rec.epoch}/{rec.epochs}  train/loss {rec.train_loss:.4f}  valid/loss "
+        f"{rec.valid_loss:.4f}  valid/lwlrap {rec.valid_lwlrap:.4f}  ({rec.seconds:.0f}s)"
+    )
+
+
+def _epoch_reporter(name: str, tracking: Tracking, run_id: str) -> Callable[[EpochRecord], None]:
+    """Each finished epoch to the fold's progress artifact, the log and its MLflow run."""
+    logger = get_run_logger()
+    # The UI shows each running fold's progress, updated every epoch.
+    progress = create_progress_artifact(0.0, description=f"{name}: starting")
+
+    def on_epoch(rec: EpochRecord) -> None:
+        scored = "" if math.isnan(rec.valid_lwlrap) else f", valid lwlrap {rec.valid_lwlrap:.4f}"
+        update_progress_artifact(
+            progress,
+            100.0 * rec.epoch / rec.epochs,
+            description=f"{name}: epoch {rec.epoch}/{rec.epochs}{scored}",
+        )
+        logger.info("%s", _epoch_line(name, rec))
+        metrics = {
+            "train/loss": rec.train_loss,
+            "valid/loss": rec.valid_loss,
+            "valid/lwlrap": rec.valid_lwlrap,
+            "lr": rec.lr,
+        }
+        log_metrics(tracking, run_id, metrics, step=rec.epoch)
+
+    return on_epoch
+
+
+def _init_learned(name: str, init: StageResult | None, margin: float) -> bool:
+    """Whether the initial weights learned anything; initial weights that scored about
+    chance did not, and the fold then gets the step floor of a stage from scratch (on
+    small data, where the stage before had few steps)."""
+    if init is None or init.learned(margin):
+        return True
+    get_run_logger().info(
+        "%s: the initial weights scored %.4f on their held-out clips, chance is %.4f: "
+        "training with the from-scratch step floor",
+        name,
+        init.valid_lwlrap,
+        init.chance_lwlrap,
+    )
+    return False
+
+
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
 # No tags: Prefect leases tag concurrency slots through the API for every tagged task
 # run, one request at a time, which held the folds' start back by ~2 s per flow run.
@@ -115,50 +166,23 @@ def train_stage_fold(
     fold: int,
     init: StageResult | None,
     tracking: Tracking,
+    selection: str | None = None,
 ) -> StageResult:
-    """Trains one stage on one fold; continues from its last checkpoint when re-run."""
+    """Trains one stage on one fold (and a noisy selection's kept clips); resumes if re-run."""
     logger = get_run_logger()
     if os.environ.get(FAIL_ENV) == f"{stage}:{fold + 1}":
         raise RuntimeError(f"{stage} fold {fold + 1} made to fail by {FAIL_ENV}")
     name = f"{stage}-fold-{fold + 1}"
     params = flatten("", config.stage(stage).model_dump(mode="json"))
     params.update(stage=stage, fold=str(fold + 1), fingerprint=info.fingerprint)
+    if selection:
+        params["noisy_selection_file"] = Path(selection).name
     ctx = TaskRunContext.get()
     if ctx is not None:
         params["prefect_task_run_id"] = str(ctx.task_run.id)
     run_id = start_child(tracking, name, params)
-    # The UI shows each running fold's progress, updated every epoch.
-    progress = create_progress_artifact(0.0, description=f"{name}: starting")
-
-    def on_epoch(rec: EpochRecord) -> None:
-        scored = "" if math.isnan(rec.valid_lwlrap) else f", valid lwlrap {rec.valid_lwlrap:.4f}"
-        update_progress_artifact(
-            progress,
-            100.0 * rec.epoch / rec.epochs,
-            description=f"{name}: epoch {rec.epoch}/{rec.epochs}{scored}",
-        )
-        logger.info(
-            "%s epoch %d/%d  train/loss %.4f  valid/loss %.4f  valid/lwlrap %.4f  (%.0fs)",
-            name,
-            rec.epoch,
-            rec.epochs,
-            rec.train_loss,
-            rec.valid_loss,
-            rec.valid_lwlrap,
-            rec.seconds,
-        )
-        log_metrics(
-            tracking,
-            run_id,
-            {
-                "train/loss": rec.train_loss,
-                "valid/loss": rec.valid_loss,
-                "valid/lwlrap": rec.valid_lwlrap,
-                "lr": rec.lr,
-            },
-            step=rec.epoch,
-        )
-
+    on_epoch = _epoch_reporter(name, tracking, run_id)
+    learned = _init_learned(name, init, config.stage(stage).init_min_gain)
     ok = False
     try:
         with device_pool().lease() as device, gpu_slot(device):
@@ -173,6 +197,8 @@ def train_stage_fold(
                 Path(init.model_path) if init else None,
                 device,
                 on_epoch,
+                Path(selection) if selection else None,
+                init_learned=learned,
             )
         if result.resumed_from_epoch:
             logger.info("%s resumed after epoch %d", name, result.resumed_from_epoch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,6 +84,51 @@ class CycleSettings(_Frozen):
     )
 
 
+class SelectionSettings(_Frozen):
+    """Which noisy clips a stage adds: those its init stage's out-of-fold predictions
+    agree with (the report's "Improvement"; FAT2019's top solutions)."""
+
+    min_lwlrap: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Keep a noisy clip when the lwlrap of its out-of-fold prediction "
+        "against its own labels is at least this.",
+    )
+    max_per_label: int | None = Field(
+        None, ge=1, description="At most this many kept clips per label, best-scoring first."
+    )
+    relabel: bool = Field(
+        False,
+        description="A clip not kept takes the labels its prediction gives with at least "
+        "relabel_min_prob, and is kept with them if there are any.",
+    )
+    relabel_min_prob: float = Field(
+        0.9, gt=0, le=1, description="The probability a relabelled clip's labels need."
+    )
+
+
+# A stage's noisy-label settings (types with their form descriptions, kept out of the class).
+NoisySelection = Annotated[
+    SelectionSettings | None,
+    Field(
+        description="Also train on the noisy clips whose out-of-fold predictions by the init "
+        "stage's models agree with their labels (every fold's kept clips, with their new "
+        "labels); none: only the subsets."
+    ),
+]
+LossName = Annotated[
+    Literal["bce", "soft_bootstrap"],
+    Field(
+        description="BCE with logits, or soft bootstrapping (Reed et al. 2014), robust to "
+        "noisy labels: BCE against bootstrap_beta * labels + (1 - beta) * the prediction."
+    ),
+]
+BootstrapBeta = Annotated[
+    float, Field(gt=0, le=1, description="The labels' weight in soft bootstrapping (1: BCE).")
+]
+
+
 class StageSettings(_Frozen):
     """One training stage: what it trains on, what it starts from, how it trains.
 
@@ -131,6 +176,17 @@ class StageSettings(_Frozen):
         "stage to start from, e.g. a curated stage on a dataset without noisy clips), "
         "which needs more steps to learn.",
     )
+    init_min_gain: float = Field(
+        0.05,
+        ge=-1,
+        le=1,
+        description="A fold whose initial weights scored less than this above chance "
+        "(random scores' lwlrap) on their own held-out clips learned nothing from them, "
+        "so it gets the from-scratch step floor (scratch_min_steps) as well (-1: never).",
+    )
+    noisy_selection: NoisySelection = None
+    loss: LossName = "bce"
+    bootstrap_beta: BootstrapBeta = 0.7
 
     @property
     def epochs(self) -> int:
@@ -243,6 +299,8 @@ class TrainConfig(_Frozen):
                     f"stage {st.name!r} starts from {st.init!r}, which is not an earlier stage"
                     f" (earlier: {seen or 'none'})"
                 )
+            if st.noisy_selection is not None:
+                _check_selection(self, st)
             seen.append(st.name)
         return self
 
@@ -272,6 +330,29 @@ class TrainConfig(_Frozen):
         while chain[-1].init is not None:
             chain.append(self.stage(chain[-1].init))
         return tuple(chain)
+
+
+def _check_selection(config: TrainConfig, st: StageSettings) -> None:
+    """A stage that adds selected noisy clips: from models it can trust to be out-of-fold."""
+    if st.init is None:
+        raise ValueError(
+            f"stage {st.name!r} selects noisy clips with its init stage's models, but has no init"
+        )
+    if "noisy" in st.subsets:
+        # Its kept clips come from every noisy fold: fold k's held-out noisy clips would
+        # be trained on and scored at once, and the selection would add nothing.
+        raise ValueError(
+            f"stage {st.name!r} selects noisy clips: its subsets {list(st.subsets)} must "
+            "not include 'noisy' itself"
+        )
+    earlier = [s.name for s in config.lineage(st.init) if s.noisy_selection is not None]
+    if earlier:
+        # Those stages trained every fold on their kept clips: no model of the lineage
+        # would be out-of-fold for them.
+        raise ValueError(
+            f"stage {st.name!r} selects noisy clips with models that already trained on "
+            f"selected noisy clips in every fold (stage {earlier[0]!r})"
+        )
 
 
 def settings_hash(*parts: BaseModel | str | int) -> str:

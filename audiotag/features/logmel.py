@@ -178,6 +178,28 @@ def clamp_top_db(x: torch.Tensor, top_db: float) -> torch.Tensor:
     return torch.maximum(x, peak - top_db)
 
 
+# torchaudio's resampler builds a (new, old + filter) kernel from the rates divided by
+# their gcd: 48000 -> 44100 is 160 x 147, but 44101 -> 44100 is 44100 x 44101 (8 GB in
+# float32, which a real recording at an odd rate brings). Past this size soxr converts.
+_MAX_POLYPHASE = 4096
+
+
+def resample(samples: np.ndarray, sr: int, target: int) -> torch.Tensor:
+    """Mono float32 ``(samples,)`` at ``sr`` -> a ``(samples',)`` tensor at ``target``.
+
+    torchaudio's windowed-sinc resampler where the rates' reduced ratio is small (every
+    common rate), soxr (bounded memory at any ratio) where it is not.
+    """
+    if sr == target:
+        return torch.from_numpy(samples)
+    g = math.gcd(sr, target)
+    if max(sr, target) // g <= _MAX_POLYPHASE:
+        return AF.resample(torch.from_numpy(samples), sr, target)
+    import soxr
+
+    return torch.from_numpy(soxr.resample(samples, sr, target, quality="HQ").astype(np.float32))
+
+
 def compute_logmel(
     samples: np.ndarray, sr: int, mel: MelSettings, logmel: LogMel | None = None
 ) -> np.ndarray:
@@ -186,9 +208,7 @@ def compute_logmel(
     Resampled to ``mel.sample_rate`` first. ``logmel``: a `LogMel` of ``mel`` to
     reuse across calls.
     """
-    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    if sr != mel.sample_rate:
-        wave = AF.resample(wave, sr, mel.sample_rate)
+    wave = resample(np.ascontiguousarray(samples, dtype=np.float32), sr, mel.sample_rate)
     logmel = logmel or LogMel(mel)
     with torch.no_grad():
         return logmel(wave).T.contiguous().numpy()

@@ -73,17 +73,32 @@ def split_fold(ws: Workspace, subset: str, fold: int) -> tuple[list[dict], list[
     )
 
 
-def stage_rows(ws: Workspace, stage: StageSettings, fold: int) -> tuple[list[dict], list[dict]]:
+def stage_rows(
+    ws: Workspace, stage: StageSettings, fold: int, selection: Path | None = None
+) -> tuple[list[dict], list[dict]]:
     """(training rows, held-out rows) of ``stage`` for ``fold``.
 
     It trains on fold ``fold``'s training part of each of its subsets and is scored on
-    the held-out part of the first, so no clip it is scored on is ever trained on.
+    the held-out part of the first, so no clip it is scored on is ever trained on. With
+    a ``selection`` file (`audiotag.steps.selection.select_noisy`), it also trains on
+    every kept noisy clip, with its ``new_labels``.
     """
     first, *others = stage.subsets
     train, valid = split_fold(ws, first, fold)
     for subset in others:
         train += split_fold(ws, subset, fold)[0]
+    if selection is not None:
+        train += selected_rows(ws, selection)
     return train, valid
+
+
+def selected_rows(ws: Workspace, selection: Path) -> list[dict]:
+    """The kept noisy clips of a selection file, their labels replaced by ``new_labels``."""
+    table = pq.read_table(selection, columns=["fname", "new_labels", "kept"]).to_pylist()
+    labels = {r["fname"]: list(r["new_labels"]) for r in table if r["kept"]}
+    return [
+        {**r, "labels": labels[r["fname"]]} for r in kept_rows(ws, "noisy") if r["fname"] in labels
+    ]
 
 
 def build_features(ws: Workspace, data_dir: Path, config: TrainConfig, fingerprint: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from audiotag.features.store import FeatureStore
 from audiotag.inference.predict import LoadedModel, ensemble
 from audiotag.inference.tagging import write_package
 from audiotag.metrics import lwlrap, lwlrap_per_class
+from audiotag.steps.baseline import BaselineResult
 from audiotag.steps.dataset import DatasetInfo, kept_rows, targets, to_clips
 from audiotag.steps.workspace import Workspace
 from audiotag.storage import file_digest, write_atomic, write_json_atomic
@@ -42,15 +44,15 @@ def predict_test(
     models: list[StageResult],
     run_dir: Path,
     device: str = "cpu",
+    baseline: BaselineResult | None = None,
 ) -> EnsembleResult:
     """TTA predictions of the last stage's fold models on the test set, averaged into
     the submission.
 
     Also gathers their out-of-fold predictions (each held-out clip of the stage's first
-    subset, scored by the fold model that never trained on it) and writes ``scores.json``.
+    subset, scored by the fold model that never trained on it) and writes ``scores.json``
+    with the per-class scores, and the baseline's beside them when given.
     """
-    store = FeatureStore.open(store_dir)
-    data_dir = Path(info.data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # Out-of-fold: every held-out clip scored by the model that never saw it.
@@ -62,7 +64,55 @@ def predict_test(
     oof_score = lwlrap(truth, oof[list(info.vocab)].to_numpy())
     write_label_table(oof, info.vocab, run_dir / "oof.parquet")
 
-    # Test: every submission row, in sample_submission order; unreadable clips
+    test = _test_predictions(ws, info, store_dir, config, models, run_dir, device, truth)
+    submission, test_score, test_per_class, names, by_name = test
+    per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
+    scores = {
+        "oof_lwlrap": oof_score,
+        "test_lwlrap": test_score,
+        "folds": {f"{r.stage}/{r.fold + 1}": r.valid_lwlrap for r in models},
+        "oof_per_class": _by_label(info.vocab, per_class),
+        "test_per_class": _by_label(info.vocab, test_per_class),
+        "class_weights": _by_label(info.vocab, weights),
+        "test_missing": [n for n in names if n not in by_name],
+    }
+    if baseline is not None:
+        scores["baseline"] = {
+            "oof_lwlrap": baseline.oof_lwlrap,
+            "test_lwlrap": baseline.test_lwlrap,
+            "folds": list(baseline.fold_lwlrap),
+            "oof_per_class": _by_label(info.vocab, baseline.oof_per_class),
+            "test_per_class": _by_label(info.vocab, baseline.test_per_class),
+        }
+    write_json_atomic(scores, run_dir / "scores.json")
+    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
+    return EnsembleResult(
+        str(run_dir),
+        None if submission is None else str(submission),
+        str(run_dir / "oof.parquet"),
+        str(run_dir / "scores.json"),
+        oof_score,
+        test_score,
+        tuple(r.valid_lwlrap for r in models),
+        str(model_dir),
+    )
+
+
+def _test_predictions(
+    ws: Workspace,
+    info: DatasetInfo,
+    store_dir: Path,
+    config: TrainConfig,
+    models: list[StageResult],
+    run_dir: Path,
+    device: str,
+    truth: np.ndarray,
+) -> tuple[Path | None, float | None, np.ndarray | None, list[str], dict]:
+    """The submission, the test lwlrap (overall and per class) when the test set has
+    labels, the submission's names and the probabilities by name."""
+    store = FeatureStore.open(store_dir)
+    data_dir = Path(info.data_dir)
+    # Every submission row, in sample_submission order; unreadable clips
     # get the scored subset's label frequencies, so the file stays complete.
     test_rows = kept_rows(ws, "test")
     sub_path = data_dir / SAMPLE_SUBMISSION
@@ -71,7 +121,7 @@ def predict_test(
         if sub_path.exists()
         else [r["fname"] for r in test_rows]
     )
-    submission, test_score, by_name = None, None, {}
+    submission, test_score, test_per_class, by_name = None, None, None, {}
     if names:
         clips = to_clips(store, test_rows, info.vocab)
         test_probs = _predict_test_clips(ws, store_dir, store, clips, config, models, device)
@@ -85,27 +135,14 @@ def predict_test(
         if labelled:
             test_truth = targets([test_rows[i] for i in labelled], info.vocab)
             test_score = lwlrap(test_truth, test_probs[labelled])
-    per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
-    scores = {
-        "oof_lwlrap": oof_score,
-        "test_lwlrap": test_score,
-        "folds": {f"{r.stage}/{r.fold + 1}": r.valid_lwlrap for r in models},
-        "oof_per_class": dict(zip(info.vocab, per_class.round(5).tolist(), strict=True)),
-        "class_weights": dict(zip(info.vocab, weights.round(5).tolist(), strict=True)),
-        "test_missing": [n for n in names if n not in by_name],
-    }
-    write_json_atomic(scores, run_dir / "scores.json")
-    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
-    return EnsembleResult(
-        str(run_dir),
-        None if submission is None else str(submission),
-        str(run_dir / "oof.parquet"),
-        str(run_dir / "scores.json"),
-        oof_score,
-        test_score,
-        tuple(r.valid_lwlrap for r in models),
-        str(model_dir),
-    )
+            test_per_class = lwlrap_per_class(test_truth, test_probs[labelled])[0]
+    return submission, test_score, test_per_class, names, by_name
+
+
+def _by_label(vocab: tuple[str, ...], values: Sequence[float] | None) -> dict | None:
+    if values is None:
+        return None
+    return {label: round(float(v), 5) for label, v in zip(vocab, values, strict=True)}
 
 
 def _predict_test_clips(

@@ -63,13 +63,18 @@ def train_fold(
     init_weights: Path | None = None,
     device: str = "cpu",
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    selection: Path | None = None,
+    init_learned: bool = True,
 ) -> StageResult:
     """Trains ``stage`` on fold ``fold`` of its subsets; resumes from checkpoints.
 
-    Writes ``valid.parquet`` beside the model: the held-out clips' probabilities.
+    ``selection``: the stage's noisy selection file (`audiotag.steps.selection`), whose
+    kept clips it also trains on. Writes ``valid.parquet`` beside the model: the
+    held-out clips' probabilities. ``init_learned``: whether the initial weights learned
+    anything (``StageResult.learned``); when not, the fold gets the from-scratch floor.
     """
     store = FeatureStore.open(store_dir)
-    train_rows, valid_rows = stage_rows(ws, config.stage(stage), fold)
+    train_rows, valid_rows = stage_rows(ws, config.stage(stage), fold, selection)
     out_dir = fold_model_path(ws, config, stage, fold, info.model_key).parent
     job = StageJob(
         data=store.data,
@@ -82,6 +87,7 @@ def train_fold(
         out_dir=out_dir,
         init_weights=init_weights,
         device=device,
+        from_scratch=init_weights is None or not init_learned,
     )
     result = train_stage(job, on_epoch)
     probs = np.load(out_dir / "valid_probs.npy")

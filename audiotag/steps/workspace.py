@@ -21,8 +21,7 @@ class Workspace:
         return cls(Path(workdir).resolve())
 
     @property
-    def data_dir(self) -> Path:
-        """The dataset in the FAT2019 layout (unpacked or written here)."""
+    def data_dir(self) -> Path:  # the dataset in the FAT2019 layout (unpacked or written here)
         return self.root / "data"
 
     @property
@@ -69,14 +68,15 @@ class Workspace:
         """The ensemble's test probabilities for one set of models and test-time settings."""
         return self.root / "predictions" / f"test-{key}.npy"
 
+    def selection(self, key: str) -> Path:  # the noisy clips a stage's init models picked
+        return self.root / "models" / f"selection-{key}.parquet"
+
     @property
-    def results(self) -> Path:
-        """Persisted task results (Prefect's local result storage)."""
+    def results(self) -> Path:  # persisted task results (Prefect's local result storage)
         return self.root / "prefect-results"
 
     @property
-    def cache_keys(self) -> Path:
-        """Prefect's cache records for fold tasks: what a re-run looks up."""
+    def cache_keys(self) -> Path:  # Prefect's cache records for fold tasks: what a re-run finds
         return self.root / "prefect-cache"
 
     @property

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from audiotag.tracking.pyfunc import signature
 from audiotag.tracking.runs import Tracking
 
 MODEL_NAME = "audiotag"
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 # Logged from code (the file), not as a pickled object.
 SERVING_MODEL = str(Path(__file__).with_name("serving_model.py"))
 # The distributions the served model imports when it loads: the pyfunc model and what
@@ -37,6 +41,7 @@ SERVED_DISTRIBUTIONS = (
     "pyarrow",
     "pydantic",
     "soundfile",
+    "soxr",
 )
 
 
@@ -60,6 +65,25 @@ def served_requirements() -> list[str]:
             "reinstall it (pip install -e .) after changing pyproject.toml"
         )
     return [pins[canonicalize_name(d)] for d in SERVED_DISTRIBUTIONS]
+
+
+@contextmanager
+def _tracking_uri_while(uri: str) -> Iterator[None]:
+    """MLflow's default tracking URI set to ``uri`` for the block, then put back.
+
+    MLflow's own ``_use_tracking_uri`` puts back its global but, when that was unset,
+    deletes ``MLFLOW_TRACKING_URI`` from the environment: a user's setting would vanish
+    for every later run in the process (a worker, a notebook, a test's second flow).
+    """
+    before = os.environ.get(ENV_TRACKING_URI)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_TRACKING_URI, None)
+        else:
+            os.environ[ENV_TRACKING_URI] = before
 
 
 def vocab_hash(vocab: tuple[str, ...]) -> str:
@@ -97,7 +121,7 @@ def register_ensemble(
     # process's MLflow default (MLFLOW_TRACKING_URI) is what it was for later calls.
     # MLflow's active run is thread-local: this task's thread owns it briefly.
     with (
-        _use_tracking_uri(tracking.uri),
+        _tracking_uri_while(tracking.uri),
         mlflow.start_run(run_id=tracking.parent_run_id, nested=False),
         warnings.catch_warnings(),
     ):

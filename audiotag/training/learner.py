@@ -57,13 +57,15 @@ def build_learner(
     cbs: Sequence[Callback],
     mixup_alpha: float | None,
     device: torch.device,
+    loss: nn.Module | BCEWithLogitsLossFlat | None = None,
 ) -> Learner:
-    """The one place a fastai Learner is made: BCE with logits, Ranger, optional Mixup."""
+    """The one place a fastai Learner is made: the loss (default BCE with logits;
+    `audiotag.training.losses.stage_loss`), Ranger, optional Mixup."""
     all_cbs = list(cbs) + ([SeededMixUp(mixup_alpha)] if mixup_alpha else [])
     learn = Learner(
         DataLoaders(batches, []),
         model,
-        loss_func=BCEWithLogitsLossFlat(),
+        loss_func=BCEWithLogitsLossFlat() if loss is None else loss,
         opt_func=ranger,
         cbs=all_cbs,
     )

@@ -22,12 +22,13 @@ from torch import nn
 from audiotag.config import StageSettings, TrainConfig
 from audiotag.devices import flush_denormals
 from audiotag.inference.predict import predict_clips, save_model
-from audiotag.metrics import lwlrap
+from audiotag.metrics import chance_lwlrap, lwlrap
 from audiotag.storage import exclusive
 from audiotag.training.batches import Clips, Normalizer, TrainBatches, measure_normalizer
 from audiotag.training.checkpoints import Checkpointer, Resumed
 from audiotag.training.learner import GLOBAL_RNG, build_learner
 from audiotag.training.loop import EpochLoop
+from audiotag.training.losses import stage_loss
 from audiotag.training.models import build_model
 
 
@@ -59,6 +60,13 @@ class StageResult:
     history: tuple[dict, ...] = field(default_factory=tuple)
     resumed_from_epoch: int = 0
     lrs: tuple[float, ...] = field(default_factory=tuple)  # the learning rate of every step
+    chance_lwlrap: float = math.nan  # what random scores reach on the same held-out clips
+
+    def learned(self, margin: float) -> bool:
+        """Whether the fold scored more than ``margin`` above chance on its held-out clips."""
+        if math.isnan(self.chance_lwlrap) or math.isnan(self.valid_lwlrap):
+            return True  # nothing to judge by: take it as learned
+        return self.valid_lwlrap >= self.chance_lwlrap + margin
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ class StageJob:
         out_dir: where checkpoints, ``model.pt`` and ``valid_probs.npy`` go.
         init_weights: a model file to start from (an earlier stage's fold), or None.
         device: ``cpu`` or ``cuda:N``.
+        from_scratch: whether the stage gets the from-scratch step floor
+            (``scratch_min_steps``); None: when it has no initial weights. A stage whose
+            initial weights learned nothing is given it too (``steps.training``).
     """
 
     data: np.ndarray
@@ -86,6 +97,7 @@ class StageJob:
     out_dir: Path
     init_weights: Path | None = None
     device: str = "cpu"
+    from_scratch: bool | None = None
 
     @property
     def settings(self) -> StageSettings:
@@ -99,6 +111,10 @@ class StageJob:
 def stage_seed(config: TrainConfig, stage: str, fold: int) -> int:
     digest = hashlib.sha256(f"{config.seed}/{stage}/{fold}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def _from_scratch(job: StageJob) -> bool:
+    return job.init_weights is None if job.from_scratch is None else job.from_scratch
 
 
 def _bce(targets: np.ndarray, probs: np.ndarray) -> float:
@@ -147,7 +163,7 @@ def _prepare(job: StageJob) -> _Fold:
         cfg.augment,
         None,
         device,
-        settings.batches_per_epoch(len(job.train), from_scratch=job.init_weights is None),
+        settings.batches_per_epoch(len(job.train), from_scratch=_from_scratch(job)),
     )
     checkpoints = Checkpointer(job.out_dir / "checkpoints", job.name)
     return _Fold(job, device, seed, model, norm, batches, checkpoints)
@@ -219,7 +235,9 @@ def _fit_cycles(f: _Fold, resumed: Resumed, on_epoch: Callable[[EpochRecord], No
         )
         if f.learn is None:
             alpha = f.job.config.augment.mixup_alpha if settings.mixup else None
-            f.learn = build_learner(f.model, f.batches, [loop], alpha, f.device)
+            f.learn = build_learner(
+                f.model, f.batches, [loop], alpha, f.device, stage_loss(settings)
+            )
             f.learn.create_opt()
             if resumed.opt_state is not None:
                 f.learn.opt.load_state_dict(resumed.opt_state)
@@ -252,6 +270,7 @@ def _save_result(f: _Fold, resumed_from: int) -> StageResult:
         tuple(f.history),
         resumed_from_epoch=resumed_from,
         lrs=tuple(f.lrs),
+        chance_lwlrap=chance_lwlrap(job.valid.targets) if job.valid.targets.any() else math.nan,
     )
 
 

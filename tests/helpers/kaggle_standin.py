@@ -29,6 +29,7 @@ import hashlib
 import json
 import socket
 import threading
+from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -119,146 +120,195 @@ class KaggleStandin:
     ) -> None:
         self.stop()
 
-    def authorized(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries the stand-in's credentials."""
-        if not header:
-            return False
-        kind, _, value = header.partition(" ")
-        if kind == "Bearer":
-            return value == TOKEN
-        if kind == "Basic":
-            try:
-                return base64.b64decode(value).decode() == f"{USERNAME}:{KEY}"
-            except ValueError:
-                return False
+
+def authorized(header: str | None) -> bool:
+    """Whether an ``Authorization`` header carries the stand-in's credentials."""
+    if not header:
         return False
+    kind, _, value = header.partition(" ")
+    if kind == "Bearer":
+        return value == TOKEN
+    if kind == "Basic":
+        try:
+            return base64.b64decode(value).decode() == f"{USERNAME}:{KEY}"
+        except ValueError:
+            return False
+    return False
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Records each request, then answers it: API calls by POST, the archive by GET."""
+
     standin: KaggleStandin
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # quiet: pytest shows failures, not every request
 
-    # -- helpers --
-
-    def _json(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"code": status, "message": message})
-
-    def _hangup(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _record(self) -> None:
-        s = self.standin
-        with s._lock:
-            s.requests.append((self.command, urlsplit(self.path).path))
-            auth = self.headers.get("Authorization")
-            if auth:
-                s.auth_seen.append(auth.partition(" ")[0])
-
-    # -- API calls --
-
     def do_POST(self) -> None:
-        self._record()
-        s = self.standin
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            self._error(400, "bad JSON")
-            return
-        if s.mode == "hangup":
-            self._hangup()
-            return
-        if s.mode == "500":
-            self._error(500, "Internal error")
-            return
-        if s.mode == "401" or not s.authorized(self.headers.get("Authorization")):
-            self._error(401, "Unauthenticated")
-            return
-        path = urlsplit(self.path).path
-        if path == "/api/v1/security.OAuthService/IntrospectToken":
-            active = body.get("token") == TOKEN
-            self._json(200, {"active": active, "username": USERNAME if active else ""})
-        elif path == "/api/v1/competitions.CompetitionApiService/DownloadDataFiles":
-            if s.mode == "404" or body.get("competitionName") != s.competition:
-                self._error(404, f"Competition {body.get('competitionName')!r} not found")
-            elif s.mode == "403":
-                self._error(403, RULES_MESSAGE)
-            else:
-                self.send_response(302)
-                self.send_header(
-                    "Location", f"/storage/{s.competition}.zip?sig={SIGNATURE}&expires=3600"
-                )
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-        else:
-            self._error(404, f"no such method {path}")
-
-    # -- the storage bucket --
+        _record(self)
+        _answer_api_call(self)
 
     def do_GET(self) -> None:
-        self._record()
-        s = self.standin
-        url = urlsplit(self.path)
-        if url.path != f"/storage/{s.competition}.zip":
-            self._error(404, "no such object")
-            return
-        if parse_qs(url.query).get("sig") != [SIGNATURE]:
-            self._error(403, "bad signature")
-            return
-        if s.mode == "hangup":
-            self._hangup()
-            return
-        data, start = s.data, 0
-        rng = self.headers.get("Range")
+        _record(self)
+        _answer_storage_get(self)
+
+
+# -- helpers --
+
+
+def _send_json(h: _Handler, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def _send_error(h: _Handler, status: int, message: str) -> None:
+    _send_json(h, status, {"code": status, "message": message})
+
+
+def _hang_up(h: _Handler) -> None:
+    h.close_connection = True
+    try:
+        h.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _record(h: _Handler) -> None:
+    s = h.standin
+    with s._lock:
+        s.requests.append((h.command, urlsplit(h.path).path))
+        auth = h.headers.get("Authorization")
+        if auth:
+            s.auth_seen.append(auth.partition(" ")[0])
+
+
+# -- API calls --
+
+
+def _answer_api_call(h: _Handler) -> None:
+    """Failures by mode and credentials first, then the method named by the path."""
+    s = h.standin
+    length = int(h.headers.get("Content-Length") or 0)
+    try:
+        body = json.loads(h.rfile.read(length) or b"{}")
+    except ValueError:
+        _send_error(h, 400, "bad JSON")
+        return
+    if s.mode == "hangup":
+        _hang_up(h)
+        return
+    if s.mode == "500":
+        _send_error(h, 500, "Internal error")
+        return
+    if s.mode == "401" or not authorized(h.headers.get("Authorization")):
+        _send_error(h, 401, "Unauthenticated")
+        return
+    path = urlsplit(h.path).path
+    method = API_METHODS.get(path)
+    if method is None:
+        _send_error(h, 404, f"no such method {path}")
+        return
+    method(h, body)
+
+
+def _introspect_token(h: _Handler, body: dict) -> None:
+    active = body.get("token") == TOKEN
+    _send_json(h, 200, {"active": active, "username": USERNAME if active else ""})
+
+
+def _download_data_files(h: _Handler, body: dict) -> None:
+    """A redirect to the signed storage URL, or why not."""
+    s = h.standin
+    if s.mode == "404" or body.get("competitionName") != s.competition:
+        _send_error(h, 404, f"Competition {body.get('competitionName')!r} not found")
+    elif s.mode == "403":
+        _send_error(h, 403, RULES_MESSAGE)
+    else:
+        h.send_response(302)
+        h.send_header("Location", f"/storage/{s.competition}.zip?sig={SIGNATURE}&expires=3600")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+
+API_METHODS: dict[str, Callable[[_Handler, dict], None]] = {
+    "/api/v1/security.OAuthService/IntrospectToken": _introspect_token,
+    "/api/v1/competitions.CompetitionApiService/DownloadDataFiles": _download_data_files,
+}
+
+
+# -- the storage bucket --
+
+
+def _answer_storage_get(h: _Handler) -> None:
+    """The archive from the requested byte on, if the URL is the signed one."""
+    s = h.standin
+    url = urlsplit(h.path)
+    if url.path != f"/storage/{s.competition}.zip":
+        _send_error(h, 404, "no such object")
+        return
+    if parse_qs(url.query).get("sig") != [SIGNATURE]:
+        _send_error(h, 403, "bad signature")
+        return
+    if s.mode == "hangup":
+        _hang_up(h)
+        return
+    data = s.data  # one archive for the whole answer, even if serve() swaps it meanwhile
+    start = _send_archive_status(h, data)
+    if start is not None:
+        _send_archive_from(h, data, start)
+
+
+def _send_archive_status(h: _Handler, data: bytes) -> int | None:
+    """Sends 200, 206 (a ``Range`` whose ``If-Range`` still holds) or 416 (past the end);
+    returns the first byte to send, None after a 416."""
+    s = h.standin
+    size = len(data)
+    rng = h.headers.get("Range")
+    with s._lock:
+        s.ranges.append(rng)
+    if_range = h.headers.get("If-Range")
+    if not (rng and rng.startswith("bytes=") and if_range in (None, s.etag, LAST_MODIFIED)):
+        h.send_response(200)
+        return 0
+    start = int(rng.removeprefix("bytes=").split("-")[0])
+    if start >= size:
+        h.send_response(416)
+        h.send_header("Content-Range", f"bytes */{size}")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return None
+    h.send_response(206)
+    h.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+    return start
+
+
+def _send_archive_from(h: _Handler, data: bytes, start: int) -> None:
+    """The archive's headers and bytes from ``start``; dropped once after ``drop_after``."""
+    s = h.standin
+    body = data[start:]
+    h.send_header("Content-Type", "application/zip")
+    h.send_header("Content-Length", str(len(body)))
+    h.send_header("Accept-Ranges", "bytes")
+    h.send_header("ETag", s.etag)
+    h.send_header("Last-Modified", LAST_MODIFIED)
+    h.end_headers()
+    with s._lock:
+        drop, s.drop_after = s.drop_after, None
+    if drop is not None:
+        chunk = body[:drop]
+        h.wfile.write(chunk)
+        h.wfile.flush()
         with s._lock:
-            s.ranges.append(rng)
-        if_range = self.headers.get("If-Range")
-        if rng and rng.startswith("bytes=") and if_range in (None, s.etag, LAST_MODIFIED):
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", s.etag)
-        self.send_header("Last-Modified", LAST_MODIFIED)
-        self.end_headers()
-        with s._lock:
-            drop, s.drop_after = s.drop_after, None
-        if drop is not None:
-            chunk = body[:drop]
-            self.wfile.write(chunk)
-            self.wfile.flush()
-            with s._lock:
-                s.served_bytes += len(chunk)
-            self._hangup()
-            return
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the client read the headers only, as it does before a skip
-        with s._lock:
-            s.served_bytes += len(body)
+            s.served_bytes += len(chunk)
+        _hang_up(h)
+        return
+    try:
+        h.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the client read the headers only, as it does before a skip
+    with s._lock:
+        s.served_bytes += len(body)

@@ -73,3 +73,60 @@ def test_a_model_file_written_before_stages_were_a_list_still_loads() -> None:
     )
     config = TrainConfig.model_validate({**legacy, "noisy": noisy, "curated": curated})
     assert config == load_config("demo")
+
+
+SELECTS = {
+    "name": "plus",
+    "subsets": ["curated"],
+    "init": "curated",
+    "noisy_selection": {},
+    "cycles": [{"epochs": 1, "lr": 1e-3}],
+}
+
+
+def test_a_selection_stage_takes_the_defaults_and_the_plus_presets_have_one() -> None:
+    plus = load_config("demo", {"stages.+": SELECTS}).stage("plus")
+    assert plus.noisy_selection is not None and plus.noisy_selection.min_lwlrap == 0.5
+    assert plus.noisy_selection.max_per_label is None and not plus.noisy_selection.relabel
+    for preset in ("plus", "demo_plus"):
+        config = load_config(preset)
+        assert config.stage_names == ("noisy", "curated", "plus")
+        third = config.last_stage
+        assert third.noisy_selection is not None and third.init == "curated" and third.mixup
+        assert third.subsets == ("curated",)
+        # The stages before it are the base preset's.
+        base = load_config("reference" if preset == "plus" else "demo")
+        assert config.stages[:2] == base.stages
+    assert all(st.noisy_selection is None for st in load_config("reference").stages)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"init": None}, "selects noisy clips .* no init"),
+        ({"subsets": ["curated", "noisy"]}, "must not include 'noisy'"),
+        ({"noisy_selection": {"min_lwlrap": 1.5}}, "less than or equal to 1"),
+        ({"noisy_selection": {"max_per_label": 0}}, "greater than or equal to 1"),
+        ({"noisy_selection": {"relabel_min_prob": 0}}, "greater than 0"),
+        ({"noisy_selection": {"threshold": 0.5}}, "Extra inputs"),
+        ({"bootstrap_beta": 0}, "greater than 0"),
+        ({"loss": "focal"}, "soft_bootstrap"),
+    ],
+    ids=["no-init", "noisy-subset", "lwlrap", "cap", "prob", "unknown", "beta", "loss"],
+)
+def test_a_bad_selection_or_loss_is_refused_naming_the_problem(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config("demo", {"stages.+": {**SELECTS, **change}})
+
+
+def test_selecting_with_models_that_trained_on_selected_clips_is_refused() -> None:
+    from audiotag.config import TrainConfig
+
+    tree = load_config("demo", {"stages.+": SELECTS}).model_dump(mode="json")
+    again = {**SELECTS, "name": "again", "init": "plus"}
+    with pytest.raises(ValueError, match="already trained on selected noisy clips.*'plus'"):
+        TrainConfig.model_validate({**tree, "stages": [*tree["stages"], again]})
+    # A stage without a selection may start from one that had it.
+    later = {**again, "noisy_selection": None}
+    config = TrainConfig.model_validate({**tree, "stages": [*tree["stages"], later]})
+    assert config.stage("again").init == "plus"

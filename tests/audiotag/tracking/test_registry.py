@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -122,3 +123,23 @@ def test_loading_a_model_mlflow_does_not_have_names_it(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
     with pytest.raises(FileNotFoundError, match="models:/audiotag@champion"):
         load_ensemble("models:/audiotag@champion")
+
+
+@pytest.mark.parametrize("before", [None, "sqlite:///elsewhere.db"], ids=["unset", "set"])
+def test_registering_leaves_the_users_tracking_uri_as_it_was(
+    workdir: Path,
+    package: Path,
+    vocab: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+    before: str | None,
+) -> None:
+    workdir.mkdir()
+    tracking = start_parent(workdir, "run-1", {}, {})
+    if before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    register_ensemble(tracking, package, vocab, 0.5)
+    # MLflow's own context manager deleted a set variable (the next run in the process
+    # then tracked into the work dir's store instead of the user's).
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
