@@ -72,7 +72,8 @@ def test_model_file_predicts_alone_deterministically_over_the_whole_clip(tmp_pat
 
 
 def test_small_data_gets_enough_steps_in_the_same_epochs(tmp_path: Path) -> None:
-    stage = load_config("demo").stage("curated")
+    overrides = {"curated.min_steps": 120, "curated.scratch_min_steps": 400}
+    stage = load_config("demo", overrides).stage("curated")
     big = 100 * stage.batch_size * stage.scratch_min_steps
     assert stage.batches_per_epoch(big, from_scratch=True) == big // stage.batch_size
     # 40 clips: a few batches a pass; more steps from scratch than from earlier weights.
@@ -293,3 +294,31 @@ def test_training_and_prediction_flush_denormals_in_their_thread_and_its_workers
         "thread started after training": False,
         "after prediction": False,
     }
+
+
+def test_weights_that_learned_nothing_get_the_from_scratch_floor(tmp_path: Path) -> None:
+    from audiotag.training.stage import StageResult, train_stage
+    from tests.helpers.training import stage_job
+
+    # Judged against chance on the init fold's own held-out clips.
+    assert StageResult("noisy", 0, "m.pt", 0.36, 0.6, chance_lwlrap=0.33).learned(0.05) is False
+    assert StageResult("noisy", 0, "m.pt", 0.55, 0.6, chance_lwlrap=0.33).learned(0.05) is True
+    assert StageResult("noisy", 0, "m.pt", 0.36, 0.6).learned(0.05) is True  # nothing to judge
+    overrides = {
+        "curated.cycles": [{"epochs": 2, "lr": 3e-3}],
+        "curated.batch_size": 8,
+        "curated.min_steps": 0,
+        "curated.scratch_min_steps": 40,
+    }
+    config = tiny_config(**overrides)
+    data, clips = synthetic_store()
+    noisy = run(tmp_path / "noisy", config, data, clips)
+    assert noisy.chance_lwlrap == pytest.approx(0.75, abs=0.1)  # two labels, one each
+    steps = {}
+    for scratch in (False, True):
+        job = stage_job(tmp_path / f"curated-{scratch}", config, data, clips, stage="curated")
+        job = job.__class__(
+            **{**job.__dict__, "init_weights": Path(noisy.model_path), "from_scratch": scratch}
+        )
+        steps[scratch] = len(train_stage(job).lrs)
+    assert steps[False] == 2 * 4 and steps[True] >= 40  # 32 clips: 4 batches of 8 a pass
