@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from audiotag.config import TrainConfig
+from audiotag.data.report import REPORT_NAME, write_scored_report
 from audiotag.devices import cpu_cores, device_pool
 from audiotag.steps.baseline import BaselineResult, per_class_rows, verdict
 from audiotag.steps.dataset import DatasetInfo
@@ -52,6 +54,12 @@ def tta_ensemble(
     per_class = per_class_rows(scores)
     _log_scores(tracking, results, result, baseline, per_class)
     per_class_csv = _write_per_class(per_class, run_dir / "per_class.csv")
+    report = ws.report_dir / REPORT_NAME
+    if report.exists():  # the data report with this run's per-class scores
+        write_scored_report(report, per_class, run_dir / REPORT_NAME)
+        with tempfile.TemporaryDirectory() as tmp:  # beside the plots in MLflow
+            copy = write_scored_report(report, per_class, Path(tmp) / REPORT_NAME, relink=False)
+            log_artifact(tracking, tracking.parent_run_id, copy, "data_report")
     for path in (result.submission, result.oof, result.scores, per_class_csv):
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)

@@ -141,3 +141,16 @@ def write_label_table(frame: pd.DataFrame, vocab: Sequence[str], path: Path) -> 
     if list(frame.columns) != schema.names:
         raise ValueError(f"label table columns {list(frame.columns)}, expected {schema.names}")
     return write_parquet_atomic(pa.Table.from_pandas(frame, schema, preserve_index=False), path)
+
+
+# One row per noisy clip of the folds: kept or not, and why.
+SELECTION_SCHEMA = pa.schema(
+    [
+        ("fname", pa.string()),
+        ("labels", pa.list_(pa.string())),  # the clip's own labels
+        ("new_labels", pa.list_(pa.string())),  # what a kept clip trains with
+        ("clip_lwlrap", pa.float64()),  # its prediction against its own labels; null: none
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),  # one of REASONS
+    ]
+)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from audiotag.config import TrainConfig, settings_hash
 from audiotag.config.settings import SelectionSettings
+from audiotag.data.schemas import SELECTION_SCHEMA
 from audiotag.features.store import FeatureStore
 from audiotag.inference.predict import LoadedModel
 from audiotag.metrics import clip_lwlrap
@@ -28,17 +29,6 @@ from audiotag.steps.workspace import Workspace
 from audiotag.storage import file_digest, write_parquet_atomic
 from audiotag.training.stage import StageResult
 
-# One row per noisy clip of the folds: kept or not, and why.
-SELECTION_SCHEMA = pa.schema(
-    [
-        ("fname", pa.string()),
-        ("labels", pa.list_(pa.string())),  # the clip's own labels
-        ("new_labels", pa.list_(pa.string())),  # what a kept clip trains with
-        ("clip_lwlrap", pa.float64()),  # its prediction against its own labels; null: none
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),  # one of REASONS
-    ]
-)
 REASONS = (
     "agrees",
     "relabelled",

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,120 +17,22 @@ from mlflow.tracking import MlflowClient
 
 from audiotag.config import TrainOptions
 from audiotag.sources.demo import write_demo_dataset
+from tests.helpers.prefect_server import BIN, ROOT, Server, chromium, free_port, stop
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 # A small run with the form's fields as a person would fill them in.
 OPTIONS = {"noisy_epochs": 1, "curated_epochs": 2, "tta": 1}
 OVERRIDES = {"curated.cycles.0.lr": 2e-3}  # a dotted key, as the form's field takes it
-FOLD_PARAMS = "fold"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    api: str
-    ui: str
-    env: dict[str, str]
-    tmp: Path
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, timeout=30)
-
-    def prefect(self, *args: str, env: dict[str, str] | None = None) -> str:
-        out = subprocess.run(
-            [str(BIN / "prefect"), *args],
-            cwd=ROOT,
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
-        return out.stdout
-
-    def start_worker(self, name: str, **extra: str) -> subprocess.Popen:
-        env = {
-            **self.env,
-            "AUDIOTAG_HOME": str(ROOT),  # prefect.yaml's pull step
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "AUDIOTAG_CPU_THREADS": "1",  # as the Dask workers below: same arithmetic
-            **extra,
-        }
-        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "audiotag-cpu"]
-            + ["--type", "process", "--name", name, "--limit", "1"],
-            cwd=self.tmp,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def deployment_id(self, name: str) -> str:
-        with self.http() as c:
-            r = c.get(f"/deployments/name/audiotag-train/{name}")
-            r.raise_for_status()
-            return r.json()["id"]
-
-    def create_run(self, deployment: str, parameters: dict) -> httpx.Response:
-        """What the UI's Run button sends."""
-        with self.http() as c:
-            return c.post(
-                f"/deployments/{self.deployment_id(deployment)}/create_flow_run",
-                json={"parameters": parameters, "state": {"type": "SCHEDULED"}},
-            )
-
-    def wait(self, run_id: str, timeout: float = 600) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.http() as c:
-            while time.monotonic() < deadline:
-                run = c.get(f"/flow_runs/{run_id}").json()
-                if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-                    return run
-                time.sleep(1)
-        raise AssertionError(f"flow run {run_id} still {run['state']['name']} after {timeout}s")
-
-    def task_states(self, run_id: str) -> dict[str, str]:
-        """The newest state of each fold task run of a flow run, by name."""
-        with self.http() as c:
-            runs = c.post(
-                "/task_runs/filter",
-                json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200},
-            ).json()
-        newest: dict[str, dict] = {}
-        for r in runs:
-            if FOLD_PARAMS in r["name"]:
-                if r["name"] not in newest or r["created"] > newest[r["name"]]["created"]:
-                    newest[r["name"]] = r
-        return {name: r["state"]["name"] for name, r in newest.items()}
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`prefect server start` on 127.0.0.1 with its own home and port, deployed to."""
     tmp = tmp_path_factory.mktemp("operate")
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -174,7 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.prefect("--no-prompt", "deploy", "--all")
         yield srv
     finally:
-        _stop(proc)
+        stop(proc)
         log.close()
 
 
@@ -203,7 +100,7 @@ def runs(server: Server) -> Iterator[dict]:
         out["b_failed"] = server.wait(b)
         out["b_first"] = server.task_states(b)
     finally:
-        _stop(failing)
+        stop(failing)
     worker = server.start_worker("worker")
     try:
         with server.http() as c:
@@ -219,7 +116,7 @@ def runs(server: Server) -> Iterator[dict]:
         out["b_second"] = server.task_states(b)
         yield out
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 def _parent_metrics(workdir: Path, flow_run_id: str) -> dict[str, float]:
@@ -349,13 +246,6 @@ def test_dask_cluster_gives_the_same_fold_scores(
         assert f["curated"] == pytest.approx(metrics[f"curated/fold_{k}/valid_lwlrap"], abs=1e-6)
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-    return path
-
-
 def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -364,7 +254,7 @@ def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
     shot = ARTIFACTS / "ui-custom-run.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=_chromium(),
+            executable_path=chromium(),
             args=[
                 "--no-sandbox",
                 "--disable-gpu",

@@ -9,6 +9,8 @@ files and links the plots.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -46,3 +48,37 @@ def write_data_report(metadata_path: Path, rejected_path: Path, out_dir: Path) -
     pngs = [save_png(draw(subsets), out_dir / f"{name}.png") for name, draw in PLOTS.items()]
     md = write_text_atomic(render_markdown(subsets, rejected, pngs), out_dir / REPORT_NAME)
     return [md, *pngs]
+
+
+def write_scored_report(
+    report: Path, per_class: list[dict], out: Path, relink: bool = True
+) -> Path:
+    """The data report with the run's per-class scores appended, written to ``out``.
+
+    ``report``: the dataset's ``data_report.md``; its plots stay beside it, and with
+    ``relink`` the links are rewritten to reach them from ``out``'s folder (without,
+    for a copy that goes where the plots go, as MLflow's ``data_report`` folder).
+    ``per_class``: rows with ``label``, ``weight`` and score columns (None where a set
+    has no true label).
+    """
+    text = report.read_text()
+    if relink:
+        rel = os.path.relpath(report.parent, out.parent)
+        text = re.sub(r"\]\(([^)/]+\.png)\)", lambda m: f"]({rel}/{m.group(1)})", text)
+    if per_class:
+        cols = list(per_class[0])
+        lines = [
+            "",
+            "## Per-class lwlrap of this run (weakest out-of-fold first)",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "---|" * len(cols),
+        ]
+        for row in per_class:
+            cells = [
+                "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+                for v in row.values()
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        text = text.rstrip() + "\n" + "\n".join(lines) + "\n"
+    return write_text_atomic(text, out)

@@ -225,3 +225,22 @@ def test_report_on_a_thousand_rows_is_fast(tmp_path: Path) -> None:
 
     _check_files(paths, tmp_path / "report")
     assert elapsed < 20.0
+
+
+def test_the_scored_report_adds_per_class_scores_and_still_finds_its_plots(
+    tmp_path: Path,
+) -> None:
+    from audiotag.data.report import write_scored_report
+
+    report = tmp_path / "work" / "report" / "data_report.md"
+    report.parent.mkdir(parents=True)
+    (report.parent / "durations.png").write_bytes(b"png")
+    report.write_text("# Dataset report\n\n![durations](durations.png)\n")
+    rows = [{"label": "Meow", "weight": 0.5, "oof": 0.41, "test": None}]
+    out = write_scored_report(report, rows, tmp_path / "work" / "runs" / "r1" / "data_report.md")
+    text = out.read_text()
+    assert "| Meow | 0.5000 | 0.4100 | - |" in text
+    link = text.split("](")[1].split(")")[0]
+    assert (out.parent / link).resolve() == (report.parent / "durations.png").resolve()
+    beside = write_scored_report(report, rows, tmp_path / "copy.md", relink=False)
+    assert "](durations.png)" in beside.read_text()

@@ -14,7 +14,6 @@ from audiotag.features.store import (
     gather_windows,
     gather_windows_torch,
 )
-from audiotag.training.batches import window_starts
 
 
 def _rows(drums_dir: Path, mel: MelSettings, n: int = 6) -> list[dict]:
@@ -32,13 +31,6 @@ def _rows(drums_dir: Path, mel: MelSettings, n: int = 6) -> list[dict]:
             }
         )
     return rows
-
-
-def test_windows_cover_whole_clip() -> None:
-    assert window_starts(10, 64, 0.5).tolist() == [0]
-    starts = window_starts(300, 64, 0.5)
-    assert starts[0] == 0 and starts[-1] == 300 - 64
-    assert np.all(np.diff(starts) <= 32)
 
 
 def test_gather_pads_short_clips_with_silence() -> None:

@@ -6,19 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import label_ranking_average_precision_score
 
 from audiotag.config import load_config
 from audiotag.config.settings import SelectionSettings
-from audiotag.data.schemas import FOLDS_SCHEMA, KEPT_SCHEMA
 from audiotag.metrics import clip_lwlrap
 from audiotag.steps.dataset import DatasetInfo, split_fold, stage_rows
 from audiotag.steps.selection import decide, predict_unseen, select_noisy
 from audiotag.steps.workspace import Workspace
 from audiotag.training.stage import StageResult
+from tests.helpers.workdirs import write_prepared
 
 VOCAB = ("a", "b", "c")
 N_FOLDS = 3
@@ -40,16 +39,8 @@ def config(selection: dict | None = None, **overrides):
 def ws(tmp_path: Path) -> Workspace:
     """12 curated and 15 noisy clips in 3 folds (fold = index mod 3)."""
     ws = Workspace.at(tmp_path / "work")
-    ws.root.mkdir(parents=True)
-    kept, folds = [], []
-    for subset, n in (("curated", 12), ("noisy", 15)):
-        for i in range(n):
-            fname = f"{subset[0]}{i:02d}.wav"
-            kept.append({"fname": fname, "subset": subset, "labels": [VOCAB[i % 2]]})
-            folds.append({"subset": subset, "fname": fname, "fold": i % N_FOLDS})
-    kept[-1]["labels"] = ["not-a-label"]  # n14
-    pq.write_table(pa.Table.from_pylist(kept, schema=KEPT_SCHEMA), ws.kept)
-    pq.write_table(pa.Table.from_pylist(folds, schema=FOLDS_SCHEMA), ws.folds)
+    counts = {"curated": 12, "noisy": 15}
+    write_prepared(ws, counts, N_FOLDS, VOCAB, labels={"n14.wav": ["not-a-label"]})
     return ws
 
 

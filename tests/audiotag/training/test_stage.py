@@ -9,7 +9,7 @@ import torch
 from audiotag.config import EvalSettings, load_config
 from audiotag.features.store import PAD_DB
 from audiotag.inference.predict import LoadedModel
-from audiotag.training.batches import Clips, TrainBatches, measure_normalizer
+from audiotag.training.batches import Clips
 from audiotag.training.checkpoints import latest_checkpoint
 from tests.helpers.training import N_MELS, synthetic_store, tiny_config
 from tests.helpers.training import train_one as run
@@ -96,17 +96,6 @@ def test_validation_every_few_epochs_and_after_the_last(tmp_path: Path) -> None:
     assert scored == [False, False, True, True]
     assert result.valid_lwlrap == result.history[-1]["valid_lwlrap"]
     assert load_config("reference").stage("noisy").valid_every > 1  # the costly whole-clip pass
-
-
-def test_every_clip_is_drawn_evenly_when_an_epoch_draws_more_batches() -> None:
-    data, clips = synthetic_store(n=10)
-    clips = Clips(clips.offsets, clips.frames, np.eye(10, dtype=np.float32))  # y names the clip
-    norm = measure_normalizer(data, clips, 16, 60.0, 0)
-    batches = TrainBatches(data, clips, 4, 16, norm, None, None, torch.device("cpu"), 10)
-    targets = [y for _, y in batches]
-    assert len(targets) == 10 and all(len(y) == 4 for y in targets)
-    # 40 draws of 10 clips: 4 shuffled passes, every clip 4 times.
-    assert torch.cat(targets).sum(dim=0).tolist() == [4.0] * 10
 
 
 def test_tta_of_a_clip_does_not_depend_on_its_batch_company(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""End to end: the whole DAG on a tiny demo dataset, with a real Prefect server and MLflow,
-then tagging with what it trained."""
+"""flows/train.py end to end: the whole DAG on a tiny demo dataset, with a real Prefect
+server and MLflow, then tagging with what it trained. The tag-audio flow's test
+(flows/tag.py) is here too: it tags with the models the fixture trained."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from mlflow.tracking import MlflowClient
 
 from audiotag.metrics import lwlrap
 from audiotag.sources.demo import write_demo_dataset
-from flows.cli import main
 from tests.helpers.artifacts import read_artifact
+from tests.helpers.flows import (
+    fold_task_states,
+    prefect_records,
+    registered_versions,
+    served_model,
+    tag_with_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +45,6 @@ THIRD = {
         "batch_size": 16,
     }
 }
-
-
-def _task_states(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {r.name: r.state.name for r in runs if "-fold-" in r.name}
 
 
 @pytest.fixture(scope="module")
@@ -85,52 +81,36 @@ def trained(tmp_path_factory: pytest.TempPathFactory, debug_preset: str) -> dict
         with prefect_test_harness(server_startup_timeout=120):
             mp.setenv(FAIL_ENV, "noisy:3")
             out["failed"] = run()
-            out["first"] = _task_states(out["failed"].state_details.flow_run_id)
+            out["first"] = fold_task_states(out["failed"].state_details.flow_run_id)
             mp.delenv(FAIL_ENV)
             out["state"] = run()
-            out["second"] = _task_states(out["state"].state_details.flow_run_id)
+            out["second"] = fold_task_states(out["state"].state_details.flow_run_id)
             out["summary"] = out["state"].result()
-            out["versions"] = _versions(out["summary"]["mlflow_uri"])
+            out["versions"] = registered_versions(out["summary"]["mlflow_uri"])
             preds = list((workdir / "predictions").glob("*.npy"))
             out["predictions"] = {p: p.stat().st_mtime_ns for p in preds}
             # The same run again: every fold from the cache, nothing predicted again.
             out["again"] = run()
-            out["third"] = _task_states(out["again"].state_details.flow_run_id)
-            out["versions_again"] = _versions(out["summary"]["mlflow_uri"])
+            out["third"] = fold_task_states(out["again"].state_details.flow_run_id)
+            out["versions_again"] = registered_versions(out["summary"]["mlflow_uri"])
             # Noisy fold 2's weights deleted to free space, the curated stage longer and
             # more TTA passes (tracked elsewhere: the registry above stays as it is).
             shutil.rmtree(next(workdir.glob("models/noisy-*/fold-2")))
             mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/changed.db")
             out["changed"] = run({"curated.cycles": [{"epochs": 3, "lr": 3e-3}], "eval.tta": 2})
-            out["fourth"] = _task_states(out["changed"].state_details.flow_run_id)
+            out["fourth"] = fold_task_states(out["changed"].state_details.flow_run_id)
             # A third stage from configuration alone, then the same again from the cache.
             out["three"] = run(THIRD)
-            out["fifth"] = _task_states(out["three"].state_details.flow_run_id)
+            out["fifth"] = fold_task_states(out["three"].state_details.flow_run_id)
             out["selection_artifact"] = read_artifact(
                 out["three"].state_details.flow_run_id, "noisy-selection-plus"
             )
             out["three_again"] = run(THIRD)
-            out["sixth"] = _task_states(out["three_again"].state_details.flow_run_id)
-            out["prefect_text"] = _prefect_records(
+            out["sixth"] = fold_task_states(out["three_again"].state_details.flow_run_id)
+            out["prefect_text"] = prefect_records(
                 [out[k].state_details.flow_run_id for k in ("failed", "state", "again", "changed")]
             )
     return out
-
-
-def _versions(uri: str) -> list[str]:
-    client = MlflowClient(uri)
-    return sorted(v.version for v in client.search_model_versions("name = 'audiotag'"))
-
-
-def _prefect_records(flow_run_ids: list) -> str:
-    """Every log line and parameter Prefect holds for these flow runs, as text."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))
-        runs = [client.read_flow_run(i) for i in flow_run_ids]
-    return "\n".join([r.message for r in logs] + [json.dumps(r.parameters) for r in runs])
 
 
 def test_failed_fold_reruns_alone_and_flow_completes(trained: dict) -> None:
@@ -214,18 +194,12 @@ def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
     assert {"submission.csv", "scores.json", "oof.parquet", "data_report", "model"} <= artifacts
 
 
-def _tag(paths: list[Path], model: str, out: Path) -> list[dict]:
-    args = [str(p) for p in paths] + ["--model", model, "--all", "--format", "jsonl"]
-    assert main(["tag", *args, "--output", str(out)]) == 0
-    return [json.loads(line) for line in out.read_text().splitlines()]
-
-
 def test_tagging_the_test_set_reproduces_the_flows_test_score(
     trained: dict, tmp_path: Path
 ) -> None:
     summary = trained["summary"]
     data = trained["workdir"] / "data"
-    rows = _tag([data / "test"], summary["model"], tmp_path / "tags.jsonl")
+    rows = tag_with_cli([data / "test"], summary["model"], tmp_path / "tags.jsonl")
     labels = pd.read_csv(data / "test_labels.csv")
     vocab = list(pd.read_csv(data / "sample_submission.csv", nrows=0).columns[1:])
     by_name = {Path(r["path"]).name: r for r in rows if r["error"] is None}
@@ -265,7 +239,7 @@ def test_every_format_rate_and_channel_count_gets_the_same_top_label(
                 path = tmp_path / f"{rate}-{channels}ch-{subtype}.{ext}"
                 sf.write(path, data, rate, subtype=subtype)
                 variants.append(path)
-    rows = _tag(variants, summary["model"], tmp_path / "v.jsonl")
+    rows = tag_with_cli(variants, summary["model"], tmp_path / "v.jsonl")
     assert [r["error"] for r in rows] == [None] * len(variants)
     tops = {Path(r["path"]).name: r["tags"][0]["label"] for r in rows}
     assert len(set(tops.values())) == 1, tops
@@ -277,7 +251,7 @@ def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(
     good = next((trained["workdir"] / "data" / "test").glob("*.wav"))
     bad = tmp_path / "bad file é.wav"
     bad.write_bytes(b"RIFF....not a wav at all")
-    rows = _tag([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
+    rows = tag_with_cli([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
     assert rows[0]["error"] and "unreadable" in rows[0]["error"] and not rows[0]["tags"]
     assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
 
@@ -287,63 +261,20 @@ def test_tagging_with_the_registered_champion(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["summary"]["mlflow_uri"])
     good = sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:2]
-    by_package = _tag(good, trained["summary"]["model"], tmp_path / "a.jsonl")
-    by_registry = _tag(good, "models:/audiotag@champion", tmp_path / "b.jsonl")
+    by_package = tag_with_cli(good, trained["summary"]["model"], tmp_path / "a.jsonl")
+    by_registry = tag_with_cli(good, "models:/audiotag@champion", tmp_path / "b.jsonl")
     assert by_registry == by_package
 
 
 def test_registered_champion_is_served_over_http(trained: dict) -> None:
     import base64
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
     summary = trained["summary"]
     client = MlflowClient(summary["mlflow_uri"])
     champ = client.get_model_version_by_alias("audiotag", "champion")
     assert float(champ.tags["oof_lwlrap"]) == pytest.approx(summary["oof_lwlrap"], abs=1e-5)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bin_dir = Path(sys.executable).parent  # mlflow starts uvicorn from PATH
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": summary["mlflow_uri"],
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    mlflow_bin = bin_dir / "mlflow"
-    server = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "models",
-            "serve",
-            "-m",
-            "models:/audiotag@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(1)
+    with served_model(summary["mlflow_uri"], "models:/audiotag@champion") as base:
         clips = sorted((trained["workdir"] / "data" / "test").glob("*.wav"))[:2]
         records = [{"audio": base64.b64encode(c.read_bytes()).decode()} for c in clips]
         req = urllib.request.Request(
@@ -352,13 +283,10 @@ def test_registered_champion_is_served_over_http(trained: dict) -> None:
             headers={"Content-Type": "application/json"},
         )
         reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
-        rows = reply["predictions"]
-        assert len(rows) == 2
-        for row in rows:
-            assert row["error"] == "" and row["tags"].count(":") == 3
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    rows = reply["predictions"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["error"] == "" and row["tags"].count(":") == 3
 
 
 def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""audiotag/inference/tagging.py: finding audio, picking labels, model packages and how a
+package is found, and tagging in chunks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiotag.inference.tagging import (
+    PACKAGE_MANIFEST,
+    Ensemble,
+    find_audio,
+    package_digest,
+    resolve_package,
+    select,
+    tag_files,
+)
+from tests.helpers.audio import write_tone
+from tests.helpers.packages import VOCAB, write_tiny_package
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_package(tmp_path_factory.mktemp("package"), seed=0)
+
+
+def test_folders_are_searched_recursively_for_audio_and_files_are_kept_as_given(
+    tmp_path: Path,
+) -> None:
+    for name in ("b.wav", "a.FLAC", "deep/er/c.ogg", "deep/d.aiff", "notes.txt", "deep/x.csv"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"")
+    given = tmp_path / "given.txt"  # named by the user: tagged (or refused) as given
+    given.write_text("")
+    found = find_audio([given, tmp_path / "in"])
+    rel = [str(p.relative_to(tmp_path)) for p in found]
+    assert rel == ["given.txt", "in/a.FLAC", "in/b.wav", "in/deep/d.aiff", "in/deep/er/c.ogg"]
+
+
+PROBS = np.array([0.2, 0.9, 0.5, 0.5])
+LABELS = ("a", "b", "c", "d")
+
+
+def test_labels_are_picked_by_falling_probability_top_k_or_from_a_threshold() -> None:
+    assert select(PROBS, LABELS, 2, None) == [("b", 0.9), ("c", 0.5)]  # ties in vocab order
+    assert select(PROBS, LABELS, None, 0.5) == [("b", 0.9), ("c", 0.5), ("d", 0.5)]
+    assert select(PROBS, LABELS, 1, 0.5) == [("b", 0.9)]
+    assert select(PROBS, LABELS, None, 0.95) == []
+    assert [label for label, _ in select(PROBS, LABELS, None, None)] == ["b", "c", "d", "a"]
+
+
+def test_equal_packages_have_equal_digests_and_the_manifest_holds_the_runs_settings(
+    package: Path, tmp_path: Path
+) -> None:
+    twin = write_tiny_package(tmp_path / "twin", seed=0)
+    other = write_tiny_package(tmp_path / "other", seed=1)
+    assert sorted(p.name for p in package.iterdir()) == [PACKAGE_MANIFEST, "fold-1.pt"]
+    assert package_digest(twin) == package_digest(package)
+    assert package_digest(other) != package_digest(package)
+    manifest = json.loads((package / PACKAGE_MANIFEST).read_text())
+    assert manifest["models"] == ["fold-1.pt"] and manifest["vocab"] == list(VOCAB)
+    ens = Ensemble(package)
+    assert ens.eval is not None and ens.eval.model_dump(mode="json") == manifest["eval"]
+    assert ens.how == manifest["ensemble"] and ens.vocab == VOCAB
+
+
+def test_a_package_is_found_from_itself_a_model_file_or_a_work_dirs_newest_run(
+    package: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    for run in ("20240101-0900", "20240102-0900"):
+        (work / "runs" / run / "model").mkdir(parents=True)
+        (work / "runs" / run / "model" / PACKAGE_MANIFEST).write_text("{}")
+    assert resolve_package(work) == work / "runs" / "20240102-0900" / "model"
+    assert resolve_package(package) == package
+    assert resolve_package(package / "fold-1.pt") == package / "fold-1.pt"
+    with pytest.raises(FileNotFoundError, match="no audiotag model package"):
+        resolve_package(tmp_path / "empty")
+
+
+def test_packages_with_other_vocabularies_are_not_one_ensemble(tmp_path: Path) -> None:
+    package = write_tiny_package(tmp_path / "a", seed=0)
+    other = write_tiny_package(tmp_path / "b", seed=0, vocab=("Bark", "Meow"))
+    (package / "fold-2.pt").write_bytes((other / "fold-1.pt").read_bytes())
+    manifest = json.loads((package / PACKAGE_MANIFEST).read_text())
+    manifest["models"].append("fold-2.pt")
+    (package / PACKAGE_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="vocabulary or mel settings differ"):
+        Ensemble(package)
+
+
+def test_a_files_tags_do_not_depend_on_the_chunk_it_was_tagged_in(
+    package: Path, tmp_path: Path
+) -> None:
+    files = [write_tone(tmp_path / f"{i}.wav", freq=300.0 * (i + 1), seconds=0.5) for i in range(2)]
+    files.insert(1, tmp_path / "missing.wav")
+    ens = Ensemble(package)
+    seen: list[int] = []
+    chunked = list(tag_files(ens, files, top_k=None, chunk=2, on_file=seen.append))
+    whole = list(tag_files(ens, files, top_k=None, chunk=32))
+    assert [t.path for t in chunked] == [str(f) for f in files] and seen == [1] * 3
+    assert chunked[1].error and not chunked[1].tags
+    for a, b in zip(chunked, whole, strict=True):
+        assert a.error == b.error and [label for label, _ in a.tags] == [x for x, _ in b.tags]
+        np.testing.assert_allclose([p for _, p in a.tags], [p for _, p in b.tags], rtol=1e-5)

@@ -1,0 +1,90 @@
+"""Reading back what a flow run did (Prefect task states, logs, MLflow versions), tagging
+through the CLI, and serving a registered model over HTTP: the end-to-end tests' helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import UUID
+
+
+def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
+    """``{"noisy-fold-3": "Failed", ...}``: the state of each fold task of a flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
+        )
+    return {r.name: r.state.name for r in runs if "-fold-" in r.name}
+
+
+def registered_versions(uri: str, name: str = "audiotag") -> list[str]:
+    """The versions of registered model ``name`` in the MLflow store at ``uri``, sorted."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def prefect_records(flow_run_ids: list) -> str:
+    """Every log line and parameter Prefect holds for these flow runs, as text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))
+        runs = [client.read_flow_run(i) for i in flow_run_ids]
+    return "\n".join([r.message for r in logs] + [json.dumps(r.parameters) for r in runs])
+
+
+def tag_with_cli(paths: list[Path], model: str, out: Path) -> list[dict]:
+    """``audiotag tag PATHS --model MODEL --all --format jsonl``: its rows, in order."""
+    from flows.cli import main
+
+    args = [str(p) for p in paths] + ["--model", model, "--all", "--format", "jsonl"]
+    assert main(["tag", *args, "--output", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@contextmanager
+def served_model(tracking_uri: str, model_uri: str, timeout: float = 180) -> Iterator[str]:
+    """``mlflow models serve -m MODEL_URI`` on a free 127.0.0.1 port; yields its base URL
+    once ``/ping`` answers, and stops the server after."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent  # mlflow starts uvicorn from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
