@@ -25,7 +25,13 @@ import torchaudio.functional as AF
 from torch import nn
 
 from audiotag.config import MelSettings
-from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.audio import (
+    SENT_AUDIO,
+    AudioReadError,
+    find_nonsilent,
+    read_audio,
+    remove_silence,
+)
 
 # Power below this reads as digital silence: FLOOR_DB = 10 * log10(POWER_FLOOR).
 POWER_FLOOR = 1e-10
@@ -221,6 +227,7 @@ def file_logmel(
     *,
     name: str | None = None,
     logmel: LogMel | None = None,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """A file's features: read, mix to mono, cut the silences out, resample, log-mel.
 
@@ -234,17 +241,18 @@ def file_logmel(
             ``mel.silence_top_db``); None finds them here.
         name: how errors name a file-like ``source``.
         logmel: a `LogMel` of ``mel`` to reuse across files.
+        max_seconds: refuse a longer file, from its header, before decoding it.
 
     Returns:
         ``(frames, n_mels)`` float32 dB, unclamped.
 
     Raises:
-        AudioReadError: the file cannot be read, or holds no sound.
+        AudioReadError: the file cannot be read, is too long, or holds no sound.
     """
-    samples, sr = read_audio(source, name)
+    samples, sr = read_audio(source, name, max_seconds)
     if intervals is None:
         intervals = find_nonsilent(samples, mel.silence_top_db)
     if len(intervals) == 0:
-        label = (name or str(source)) if hasattr(source, "read") else source
+        label = (name or SENT_AUDIO) if hasattr(source, "read") else source
         raise AudioReadError(label, "no sound (all digital silence)")
     return compute_logmel(remove_silence(samples, intervals), sr, mel, logmel)

@@ -29,13 +29,19 @@ def audio_suffixes() -> set[str]:
 
 
 def find_audio(paths: list[Path]) -> list[Path]:
-    """Files as given, and audio files under folders (recursive), in a stable order."""
+    """Files as given, and what is named like audio under folders (recursive), in a
+    stable order.
+
+    Found by name and ``os.stat`` only, never opened: a FIFO, a device or a broken
+    link named like audio is listed too, so that tagging gives it an error row
+    rather than skipping it unseen.
+    """
     suffixes = audio_suffixes()
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                p for p in path.rglob("*") if not p.is_dir() and p.suffix.lower() in suffixes
             )
         else:
             found.append(path)
@@ -109,9 +115,12 @@ class Ensemble:
         self.vocab, self.mel = first.vocab, first.config.mel
         self._logmel = LogMel(self.mel)
 
-    def features(self, path: Path | BinaryIO, name: str | None = None) -> np.ndarray:
-        """``(frames, n_mels)`` log-mel of a file's non-silent audio, as in training."""
-        return file_logmel(path, self.mel, name=name, logmel=self._logmel)
+    def features(
+        self, path: Path | BinaryIO, name: str | None = None, max_seconds: float | None = None
+    ) -> np.ndarray:
+        """``(frames, n_mels)`` log-mel of a file's non-silent audio, as in training;
+        a file longer than ``max_seconds`` (from its header) is refused undecoded."""
+        return file_logmel(path, self.mel, name=name, logmel=self._logmel, max_seconds=max_seconds)
 
     def predict(self, feats: list[np.ndarray]) -> np.ndarray:
         """Probabilities ``(n_files, n_labels)`` for feature arrays."""

@@ -1,11 +1,21 @@
+import io
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.audio import (
+    AudioReadError,
+    check_regular_file,
+    find_nonsilent,
+    read_audio,
+    remove_silence,
+)
 from tests.helpers.audio import write_tone
+from tests.helpers.fifo import WatchedFifo
 
 
 def test_reads_real_recordings_as_mono_float(drums_dir: Path) -> None:
@@ -55,6 +65,54 @@ def test_a_missing_file_or_a_folder_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "dir.wav").mkdir()
     with pytest.raises(AudioReadError, match=r"dir\.wav: a directory"):
         read_audio(tmp_path / "dir.wav")
+
+
+def test_a_fifo_is_named_as_such_and_never_opened(tmp_path: Path) -> None:
+    with WatchedFifo(tmp_path / "pipe.wav") as fifo:
+        (tmp_path / "link.wav").symlink_to(fifo.path)
+        for path in (fifo.path, tmp_path / "link.wav"):
+            with pytest.raises(AudioReadError, match=r"\.wav: a FIFO, not an audio file$"):
+                read_audio(path)
+        assert not fifo.opened()
+
+
+def test_devices_and_sockets_are_named_as_such_and_not_read(tmp_path: Path) -> None:
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")
+    for path in (Path("/dev/zero"), Path("/dev/null"), tmp_path / "zero.wav"):
+        with pytest.raises(AudioReadError, match=r": a device, not an audio file$"):
+            read_audio(path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock.wav"))
+        with pytest.raises(AudioReadError, match=r"sock\.wav: a socket, not an audio file$"):
+            read_audio(tmp_path / "sock.wav")
+
+
+def test_the_check_stats_a_regular_file_and_follows_links_inside(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "a.wav")
+    (tmp_path / "b.wav").symlink_to("a.wav")
+    assert check_regular_file(tmp_path / "b.wav").st_ino == os.stat(path).st_ino
+    assert read_audio(tmp_path / "b.wav")[0].shape == (44100,)
+    (tmp_path / "loop.wav").symlink_to("loop.wav")
+    with pytest.raises(AudioReadError, match=r"loop\.wav: cannot be looked up"):
+        read_audio(tmp_path / "loop.wav")
+
+
+def test_a_file_longer_than_the_limit_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = write_tone(tmp_path / "long.wav", seconds=3.0, sr=8000)
+    with pytest.raises(AudioReadError, match=r"long\.wav: 3\.0 s long; the limit is 2 s"):
+        read_audio(path, max_seconds=2)
+    # At the limit, it is read.
+    assert len(read_audio(path, max_seconds=3)[0]) == 24000
+    with pytest.raises(AudioReadError, match=r"^the sent audio: 3\.0 s long"):
+        read_audio(io.BytesIO(path.read_bytes()), max_seconds=2)
+
+
+def test_errors_on_sent_bytes_name_no_object_and_no_address() -> None:
+    with pytest.raises(AudioReadError) as err:
+        read_audio(io.BytesIO(b"RIFF, but no audio"))
+    assert str(err.value) == "the sent audio: unreadable audio (Format not recognised.)"
+    with pytest.raises(AudioReadError, match=r"^row 3: unreadable audio \(Format"):
+        read_audio(io.BytesIO(b"x" * 100), name="row 3")
 
 
 def test_nan_samples_are_refused(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from audiotag.inference.tagging import (
     tag_files,
 )
 from tests.helpers.audio import write_tone
+from tests.helpers.fifo import WatchedFifo
 from tests.helpers.packages import VOCAB, write_tiny_package
 
 
@@ -106,3 +107,24 @@ def test_a_files_tags_do_not_depend_on_the_chunk_it_was_tagged_in(
     for a, b in zip(chunked, whole, strict=True):
         assert a.error == b.error and [label for label, _ in a.tags] == [x for x, _ in b.tags]
         np.testing.assert_allclose([p for _, p in a.tags], [p for _, p in b.tags], rtol=1e-5)
+
+
+def test_fifos_and_devices_get_error_rows_named_as_such_and_are_never_opened(
+    package: Path, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    good = write_tone(inbox / "a.wav", seconds=0.5)
+    (inbox / "zero.wav").symlink_to("/dev/zero")
+    with WatchedFifo(inbox / "b.wav") as fifo, WatchedFifo(tmp_path / "given.wav") as given:
+        # A folder lists the FIFO (an error row), as it does the link to a device.
+        found = find_audio([inbox, given.path, Path("/dev/zero")])
+        assert found == [good, fifo.path, inbox / "zero.wav", given.path, Path("/dev/zero")]
+        rows = list(tag_files(Ensemble(package), found))
+        assert not fifo.opened() and not given.opened()
+    assert rows[0].error is None and rows[0].tags
+    assert [r.error for r in rows[1:]] == [
+        "a FIFO, not an audio file",
+        "a device, not an audio file",
+        "a FIFO, not an audio file",
+        "a device, not an audio file",
+    ]
