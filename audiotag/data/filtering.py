@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiotag.data.layout import KAGGLE_CORRUPT_FILES
-from audiotag.data.metadata import UNLISTED_ERROR
+from audiotag.data.metadata import NOT_REGULAR_PREFIX, OUTSIDE_PREFIX, UNLISTED_ERROR
 from audiotag.data.schemas import KEPT_SCHEMA, REJECTED_SCHEMA
 from audiotag.storage import write_parquet_atomic
 
@@ -24,6 +24,10 @@ REASON_MISSING = "missing"
 REASON_DUPLICATE = "duplicate"
 REASON_UNLISTED = "unlisted"
 REASON_NO_LABELS = "no_labels"
+# Decided from the name and os.stat, the file never opened.
+REASON_OUTSIDE = OUTSIDE_PREFIX
+REASON_NOT_REGULAR = NOT_REGULAR_PREFIX
+_REASON_OF_ERROR = (REASON_MISSING, REASON_OUTSIDE, REASON_NOT_REGULAR)
 
 
 def rejection(row: dict, seen: set[tuple[str, str]]) -> tuple[str, str] | None:
@@ -40,8 +44,8 @@ def rejection(row: dict, seen: set[tuple[str, str]]) -> tuple[str, str] | None:
     if row["error"] == UNLISTED_ERROR:
         return REASON_UNLISTED, row["error"]
     if row["error"] is not None:
-        missing = row["error"].startswith("missing")
-        return (REASON_MISSING if missing else REASON_UNREADABLE), row["error"]
+        reason = row["error"].partition(":")[0]
+        return (reason if reason in _REASON_OF_ERROR else REASON_UNREADABLE), row["error"]
     if row["subset"] != "test" and not row["labels"]:
         return REASON_NO_LABELS, "a training file with an empty label string"
     if not row["nonsilent"]:
@@ -53,8 +57,9 @@ def filter_corrupt(metadata_path: Path, kept_path: Path, rejected_path: Path) ->
     """Splits metadata into kept rows and rejected rows with a reason each.
 
     Rejects Kaggle's six known corrupt curated files, unreadable, empty or
-    all-silent files, files no CSV names, training files without labels, and
-    repeated (subset, fname) rows. Never deletes audio.
+    all-silent files, files no CSV names, names reaching outside their subset's
+    folder or something other than a regular file, training files without labels,
+    and repeated (subset, fname) rows. Never deletes audio.
 
     Returns:
         ``(kept, rejected)`` counts.

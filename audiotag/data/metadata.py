@@ -6,6 +6,8 @@ The rows' schema is `audiotag.data.schemas.METADATA_SCHEMA`.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,12 +18,24 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from audiotag.config import SILENCE_TOP_DB
-from audiotag.data.layout import AUDIO_DIRS, SUBSETS, read_subset
+from audiotag.data.layout import AUDIO_DIRS, SUBSETS, LabelledFile, read_subset
 from audiotag.data.schemas import METADATA_SCHEMA
-from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio
+from audiotag.features.audio import (
+    NO_SUCH_FILE,
+    AudioReadError,
+    check_regular_file,
+    find_nonsilent,
+    open_regular_file,
+    read_audio,
+    sndfile_problem,
+)
 from audiotag.storage import write_parquet_atomic
 
 UNLISTED_ERROR = "unlisted: no CSV names this file"
+# A row's error starts with its rejection reason (`audiotag.data.filtering`).
+MISSING_ERROR = f"missing: {NO_SUCH_FILE}"
+OUTSIDE_PREFIX = "outside_dataset"
+NOT_REGULAR_PREFIX = "not_a_regular_file"
 
 
 def _db(x: float) -> float:
@@ -38,6 +52,32 @@ def _empty_row(fname: str, subset: str, labels: Iterable[str]) -> dict:
         nonsilent=[],
     )
     return row
+
+
+def check_dataset_file(data_dir: Path, subset: str, fname: str) -> tuple[Path, os.stat_result]:
+    """The real path and ``os.stat`` of a file a CSV names, decided without opening it.
+
+    The name, with every link followed, must reach a regular file inside its subset's
+    folder (itself resolved): ``../../x.wav``, ``/etc/passwd`` and a link out of the
+    folder are refused, and so are FIFOs, devices, sockets and directories.
+
+    Raises:
+        AudioReadError: its ``problem`` starts with the reason: ``missing``,
+            ``outside_dataset`` or ``not_a_regular_file``.
+    """
+    folder = Path(os.path.realpath(data_dir / AUDIO_DIRS[subset]))
+    # realpath, not Path.resolve: a loop of links is left for the stat to name.
+    real = Path(os.path.realpath(data_dir / AUDIO_DIRS[subset] / fname))
+    if not real.is_relative_to(folder) or real == folder:
+        raise AudioReadError(
+            fname, f"{OUTSIDE_PREFIX}: resolves outside {AUDIO_DIRS[subset]}/ (links followed)"
+        )
+    try:
+        return real, check_regular_file(real)
+    except AudioReadError as err:
+        if err.problem == NO_SUCH_FILE:
+            raise AudioReadError(fname, MISSING_ERROR) from None
+        raise AudioReadError(fname, f"{NOT_REGULAR_PREFIX}: {err.problem}") from None
 
 
 def describe_file(
@@ -58,17 +98,17 @@ def describe_file(
             flow passes ``config.mel.silence_top_db``. Recorded in the row.
     """
     row = _empty_row(fname, subset, labels)
-    path = data_dir / row["path"]
     try:
-        st = path.stat()
-    except OSError:
-        row["error"] = "missing: no such file"
+        path, st = check_dataset_file(data_dir, subset, fname)
+    except AudioReadError as err:
+        row["error"] = err.problem
         return row
     row.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
     try:
-        raw = path.read_bytes()
+        with open_regular_file(path) as f:
+            raw = f.read()
         row["sha1"] = hashlib.sha1(raw).hexdigest()
-        info = sf.info(str(path))
+        info = sf.info(io.BytesIO(raw))
         row.update(
             sample_rate=int(info.samplerate),
             channels=int(info.channels),
@@ -79,7 +119,7 @@ def describe_file(
         row["error"] = err.problem
         return row
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        row["error"] = f"unreadable audio ({err})"
+        row["error"] = f"unreadable audio ({sndfile_problem(err)})"
         return row
     intervals = find_nonsilent(samples, silence_top_db)
     row.update(
@@ -94,17 +134,18 @@ def describe_file(
     return row
 
 
-def _is_reusable(prev: dict | None, path: Path, silence_top_db: float) -> bool:
+def _is_reusable(prev: dict | None, data_dir: Path, item: LabelledFile, top_db: float) -> bool:
     """Whether a previous row still describes the file: same size and mtime, read
-    without error, and its non-silent intervals found at the same threshold."""
+    without error, its non-silent intervals found at the same threshold, and the
+    name still reaching a regular file inside its folder."""
     if prev is None or prev["error"] is not None:
         return False
     # Rows written before the threshold was recorded lack it: they are re-read.
-    if prev.get("silence_top_db") != float(silence_top_db):
+    if prev.get("silence_top_db") != float(top_db):
         return False
     try:
-        st = path.stat()
-    except OSError:
+        _, st = check_dataset_file(data_dir, item.subset, item.fname)
+    except AudioReadError:
         return False
     return prev["file_size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns
 
@@ -123,7 +164,11 @@ def _unlisted_rows(data_dir: Path, named: set[tuple[str, str]]) -> list[dict]:
                 and (subset, path.name) not in named
             ):
                 row = _empty_row(path.name, subset, [])
-                row.update(error=UNLISTED_ERROR, file_size=path.stat().st_size)
+                row["error"] = UNLISTED_ERROR
+                try:  # the size of a file inside the folder only (not a link's target)
+                    row["file_size"] = check_dataset_file(data_dir, subset, path.name)[1].st_size
+                except AudioReadError:
+                    pass
                 rows.append(row)
     return rows
 
@@ -157,7 +202,7 @@ def extract_metadata(
     for subset in SUBSETS:
         for item in read_subset(data_dir, subset):
             prev = previous.get((subset, item.fname))
-            if _is_reusable(prev, data_dir / AUDIO_DIRS[subset] / item.fname, silence_top_db):
+            if _is_reusable(prev, data_dir, item, silence_top_db):
                 rows.append({**prev, "labels": list(item.labels)})
             else:
                 todo.append((len(rows), item.fname, subset, item.labels))
