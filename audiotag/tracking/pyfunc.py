@@ -1,27 +1,38 @@
 """The ensemble as an MLflow pyfunc model, so that ``mlflow models serve`` tags audio.
 
 Input: a DataFrame with, per row, ``audio`` (base64-encoded file bytes, any
-format soundfile reads) or ``path`` (a file on the server's disk). Output: one
-row per input with every label's probability, the top labels as text and an
-error (empty when the row was tagged).
+format soundfile reads) or ``path`` (a file on the server's disk, read only inside
+the folders the operator allowed). What is accepted and the limits:
+`audiotag.inference.serving`, set by ``AUDIOTAG_SERVE_*`` variables when the model
+loads. Output: one row per input row, always, with every label's probability, the
+top labels as text and an error (empty when the row was tagged).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from mlflow.types import ColSpec, Schema
 
 from audiotag.features.audio import AudioReadError
+from audiotag.inference.serving import (
+    INPUT_COLUMNS,
+    RowError,
+    read_rows,
+    request_refusal,
+    row_source,
+    serve_settings_from_env,
+)
 from audiotag.inference.tagging import Ensemble, select
+
+NO_COLUMNS = "no row has an 'audio' or a 'path' column: nothing to tag"
 
 
 def signature(vocab: tuple[str, ...]) -> ModelSignature:
@@ -36,32 +47,55 @@ def signature(vocab: tuple[str, ...]) -> ModelSignature:
 
 
 class AudiotagModel(mlflow.pyfunc.PythonModel):
-    """Loads the model package from the artifact ``package``; tags each input row."""
+    """Loads the model package from the artifact ``package`` and the serving settings
+    from the environment; tags each input row."""
 
     def load_context(self, context: Any) -> None:
+        self.settings = serve_settings_from_env()
         self.ensemble = Ensemble(Path(context.artifacts["package"]))
+
+    def _features(self, rows: list[dict]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        feats, errors = {}, {}
+        refusal = request_refusal(rows, self.settings)
+        for i, row in enumerate(rows):
+            if refusal is not None:
+                errors[i] = refusal
+                continue
+            name = f"row {i}"
+            try:
+                source, name = row_source(row, i, self.settings)
+                with source:
+                    feats[i] = self.ensemble.features(source, name, self.settings.max_seconds)
+            except RowError as err:
+                errors[i] = str(err)
+            except AudioReadError as err:
+                errors[i] = f"{name}: {err.problem}"
+            except ValueError as err:  # audio no log-mel can be made of; never its repr
+                errors[i] = f"{name}: cannot be tagged ({type(err).__name__})"
+        return feats, errors
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         ens = self.ensemble
-        feats, errors = {}, {}
-        for i, row in enumerate(model_input.to_dict("records")):
-            try:
-                audio, path = row.get("audio"), row.get("path")
-                if isinstance(audio, str) and audio:
-                    raw = base64.b64decode(audio, validate=True)
-                    feats[i] = ens.features(io.BytesIO(raw), f"row {i}")
-                elif isinstance(path, str) and path:
-                    feats[i] = ens.features(Path(path))
-                else:
-                    errors[i] = "row has neither 'audio' nor 'path'"
-            except (AudioReadError, binascii.Error, ValueError) as err:
-                errors[i] = str(err)
+        if (
+            isinstance(model_input, pd.DataFrame)
+            and model_input.empty
+            and not set(INPUT_COLUMNS) & set(model_input.columns)
+        ):
+            # MLflow drops the columns the signature lacks, and with them every row of a
+            # request that has no other: no answer row can be made, so a clear HTTP 400.
+            raise MlflowException(NO_COLUMNS, error_code=BAD_REQUEST)
+        try:
+            rows = read_rows(model_input)
+            feats, errors = self._features(rows)
+        except RowError as err:
+            n = len(model_input) if hasattr(model_input, "__len__") else 1
+            feats, errors = {}, dict.fromkeys(range(n), str(err))
         probs = ens.predict(list(feats.values())) if feats else np.zeros((0, len(ens.vocab)))
         by_row = dict(zip(feats, probs, strict=True))
         records = []
-        for i in range(len(model_input)):
+        for i in range(len(errors) + len(feats)):
             p = by_row.get(i, np.full(len(ens.vocab), np.nan))
             tags = (
                 ""
@@ -75,4 +109,4 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
                     **dict(zip(ens.vocab, p.astype(float), strict=True)),
                 }
             )
-        return pd.DataFrame.from_records(records)
+        return pd.DataFrame.from_records(records, columns=["tags", "error", *ens.vocab])

@@ -51,9 +51,12 @@ def tag_with_cli(paths: list[Path], model: str, out: Path) -> list[dict]:
 
 
 @contextmanager
-def served_model(tracking_uri: str, model_uri: str, timeout: float = 180) -> Iterator[str]:
+def served_model(
+    tracking_uri: str, model_uri: str, timeout: float = 180, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """``mlflow models serve -m MODEL_URI`` on a free 127.0.0.1 port; yields its base URL
-    once ``/ping`` answers, and stops the server after."""
+    once ``/ping`` answers, and stops the server after. ``env``: variables added to the
+    server's environment (the ``AUDIOTAG_SERVE_*`` settings)."""
     import os
     import socket
     import subprocess
@@ -69,6 +72,7 @@ def served_model(tracking_uri: str, model_uri: str, timeout: float = 180) -> Ite
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
     }
     command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
@@ -88,3 +92,20 @@ def served_model(tracking_uri: str, model_uri: str, timeout: float = 180) -> Ite
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def invoke(base: str, records: list[dict]) -> tuple[int, dict]:
+    """POSTs ``{"dataframe_records": records}`` to a served model: ``(status, reply)``."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{base}/invocations",
+        data=json.dumps({"dataframe_records": records}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from audiotag.inference.serving import ENV_ALLOWED_DIRS
 from audiotag.inference.tagging import Ensemble, package_digest
 from audiotag.tracking.registry import (
     MODEL_NAME,
@@ -108,7 +109,9 @@ def test_a_package_registered_twice_is_one_version_and_a_better_one_takes_the_ch
     assert ens.vocab == vocab
     assert package_digest(ens.path) == package_digest(package)
 
-    # Served as MLflow serves it: the signature lets a row give only a path.
+    # Served as MLflow serves it: the signature lets a row give only a path (read only
+    # inside the folders the operator allows).
+    monkeypatch.setenv(ENV_ALLOWED_DIRS, str(tone.parent))
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
     out = served.predict(pd.DataFrame({"path": [str(tone)]}))
     assert list(out.columns) == ["tags", "error", *vocab]
