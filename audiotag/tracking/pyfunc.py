@@ -88,14 +88,15 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(NO_COLUMNS, error_code=BAD_REQUEST)
         try:
             rows = read_rows(model_input)
+            n_rows = len(rows)
             feats, errors = self._features(rows)
         except RowError as err:
-            n = len(model_input) if hasattr(model_input, "__len__") else 1
-            feats, errors = {}, dict.fromkeys(range(n), str(err))
+            n_rows = len(model_input) if hasattr(model_input, "__len__") else 1
+            feats, errors = {}, dict.fromkeys(range(n_rows), str(err))
         probs = ens.predict(list(feats.values())) if feats else np.zeros((0, len(ens.vocab)))
         by_row = dict(zip(feats, probs, strict=True))
         records = []
-        for i in range(len(errors) + len(feats)):
+        for i in range(n_rows):  # each row is in feats or in errors: one answer each
             p = by_row.get(i, np.full(len(ens.vocab), np.nan))
             tags = (
                 ""
