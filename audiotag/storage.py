@@ -6,6 +6,7 @@ that a later run would trust.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -18,6 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from audiotag.errors import UsageError
 
 
 @contextmanager
@@ -38,6 +41,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_atomic(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Writes ``target`` through ``write(tmp)``; a failed write leaves no temporary file."""
     with atomic_path(target) as tmp:
         write(tmp)
     return target
@@ -63,7 +67,31 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-class BusyError(RuntimeError):
+def write_problem(directory: Path) -> str | None:
+    """Why no file can be created in ``directory``, or None when one can.
+
+    Asks ``os.access`` and then writes and removes a small file: root passes the
+    permission check on a folder it may still not write (a read-only mount).
+    """
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is read-only (no write permission)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".audiotag-probe-", dir=directory)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"{directory} is read-only ({err.strerror})"
+        return f"cannot write in {directory} ({err.strerror})"
+    return None
+
+
+class BusyError(RuntimeError, UsageError):
     """Another process holds the lock on a directory this one needs."""
 
 

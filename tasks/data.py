@@ -18,6 +18,7 @@ from audiotag.data.report import write_data_report
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
 from audiotag.steps.dataset import DatasetInfo, build_features
+from audiotag.steps.preflight import check_dataset
 from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import Tracking, log_artifact
 
@@ -44,6 +45,13 @@ def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     )
     get_run_logger().info("dataset ready in %s", data_dir)
     return str(data_dir)
+
+
+@task
+def check_dataset_files(data_dir: str, config: TrainConfig) -> None:
+    """Fails before the audio is read when the CSVs cannot train ``config`` (a missing
+    column, every label outside the vocabulary, fewer labelled clips than folds)."""
+    check_dataset(Path(data_dir), config)
 
 
 @task

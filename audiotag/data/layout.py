@@ -6,6 +6,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from audiotag.errors import UsageError
+
 SUBSETS: tuple[str, ...] = ("curated", "noisy", "test")
 TRAIN_SUBSETS: tuple[str, ...] = ("noisy", "curated")
 AUDIO_DIRS: dict[str, str] = {
@@ -19,6 +21,13 @@ LABEL_CSVS: dict[str, str] = {
     "test": "test_labels.csv",
 }
 SAMPLE_SUBMISSION = "sample_submission.csv"
+# The columns each CSV must have; a label CSV without ``labels`` would train on nothing.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    LABEL_CSVS["curated"]: ("fname", "labels"),
+    LABEL_CSVS["noisy"]: ("fname", "labels"),
+    LABEL_CSVS["test"]: ("fname", "labels"),
+    SAMPLE_SUBMISSION: ("fname",),
+}
 
 COMPETITION = "freesound-audio-tagging-2019"
 
@@ -33,7 +42,7 @@ KAGGLE_CORRUPT_FILES: tuple[str, ...] = (
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(ValueError, UsageError):
     """The dataset directory does not have the FAT2019 layout."""
 
 
@@ -52,11 +61,17 @@ def split_labels(text: str | None) -> tuple[str, ...]:
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of one of the layout's CSVs; LayoutError when a required column is missing."""
+    required = REQUIRED_COLUMNS.get(path.name, ("fname",))
     # utf-8-sig strips a BOM; csv handles CRLF line ends.
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "fname" not in reader.fieldnames:
-            raise LayoutError(f"{path}: no 'fname' column (columns: {reader.fieldnames})")
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            columns = ", ".join(reader.fieldnames or []) or "none"
+            raise LayoutError(
+                f"{path}: no {' or '.join(repr(c) for c in missing)} column (columns: {columns})"
+            )
         return list(reader)
 
 
