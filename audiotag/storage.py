@@ -15,12 +15,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiotag.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -59,6 +62,25 @@ def write_json_atomic(obj: Any, target: Path) -> Path:
 
 def write_text_atomic(text: str, target: Path) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+# A spreadsheet runs a cell starting with one of these as a formula: a label such as
+# '=HYPERLINK("http://evil")' would (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv_cell(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: prefixed with ``'`` when it starts with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (OWASP's advice)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV (floats with 6 decimals), its header and text cells made safe."""
+    safe = frame.rename(columns=lambda c: safe_csv_cell(str(c)))
+    for col in safe.select_dtypes(exclude="number").columns:
+        safe[col] = safe[col].map(lambda v: safe_csv_cell(v) if isinstance(v, str) else v)
+    safe.to_csv(path, index=False, float_format="%.6f")
 
 
 def file_digest(path: Path) -> str:

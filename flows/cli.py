@@ -37,6 +37,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
         )
     print("  (baseline: logistic regression on each clip's log-mel mean and std)")
+    for reason in summary.get("not_scored", []):
+        print(f"  {reason}")
     print(summary["verdict"])
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
     print(f"submission:   {summary['submission'] or 'none (no test set)'}")
@@ -114,13 +116,15 @@ def _write_tags(rows: list, fmt: str, out: Any) -> None:
     import json
 
     if fmt == "csv":
+        from audiotag.storage import safe_csv_cell as safe
+
         writer = csv.writer(out)
         writer.writerow(["path", "rank", "label", "probability", "error"])
         for r in rows:
             if r.error is not None:
-                writer.writerow([r.path, "", "", "", r.error])
+                writer.writerow([safe(r.path), "", "", "", safe(r.error)])
             for rank, (label, p) in enumerate(r.tags, 1):
-                writer.writerow([r.path, rank, label, f"{p:.6f}", ""])
+                writer.writerow([safe(r.path), rank, safe(label), f"{p:.6f}", ""])
     elif fmt in ("json", "jsonl"):
         objs = [
             {

@@ -191,6 +191,7 @@ def _run_summary(
         "test_lwlrap": result.test_lwlrap,
         "baseline": {"oof_lwlrap": baseline.oof_lwlrap, "test_lwlrap": baseline.test_lwlrap},
         "verdict": verdict(result.oof_lwlrap, result.test_lwlrap, baseline),
+        "not_scored": list(result.not_scored),
         "submission": result.submission,
         "scores": result.scores,
         "model": result.model_dir,

@@ -12,9 +12,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from audiotag.config import FoldSettings, TrainConfig
 from audiotag.data.filtering import filter_corrupt
 from audiotag.data.folds import make_folds
-from audiotag.data.layout import read_vocabulary
+from audiotag.data.layout import formula_labels, outside_vocabulary, read_vocabulary
 from audiotag.data.metadata import dataset_fingerprint, extract_metadata
 from audiotag.data.report import write_data_report
+from audiotag.data.report.markdown import label_notes
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
 from audiotag.steps.dataset import DatasetInfo, build_features
@@ -86,8 +87,11 @@ def filter_corrupt_files(
         info.fingerprint,
         len(info.vocab),
     )
+    rows = pq.read_table(ws.kept, columns=["subset", "fname", "labels"]).to_pylist()
+    for note in label_notes(outside_vocabulary(rows, info.vocab), formula_labels(info.vocab)):
+        logger.warning("%s", note)
     report_dir = ws.report_dir
-    paths = write_data_report(ws.metadata, ws.rejected, report_dir)
+    paths = write_data_report(ws.metadata, ws.rejected, report_dir, info.vocab)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
     log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")

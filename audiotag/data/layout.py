@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from audiotag.errors import UsageError
+from audiotag.storage import FORMULA_STARTS
 
 SUBSETS: tuple[str, ...] = ("curated", "noisy", "test")
 TRAIN_SUBSETS: tuple[str, ...] = ("noisy", "curated")
@@ -120,6 +122,25 @@ def read_vocabulary(data_dir: Path) -> tuple[str, ...]:
     if not found:
         raise LayoutError(f"{data_dir}: no labels in {SAMPLE_SUBMISSION} or the training CSVs")
     return tuple(sorted(found))
+
+
+def outside_vocabulary(rows: Iterable[dict], vocab: Sequence[str]) -> dict[str, list[str]]:
+    """Subset -> the names of its labelled clips none of whose labels is in ``vocab``.
+
+    Such a training clip trains as a clip of no class; such a test clip cannot be scored.
+    ``rows`` have ``subset``, ``fname`` and ``labels`` (metadata or kept rows).
+    """
+    known = set(vocab)
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        if row["labels"] and not known & set(row["labels"]):
+            out.setdefault(row["subset"], []).append(row["fname"])
+    return out
+
+
+def formula_labels(vocab: Sequence[str]) -> list[str]:
+    """The labels a spreadsheet would run as a formula; CSV outputs prefix them with '."""
+    return [label for label in vocab if label.startswith(FORMULA_STARTS)]
 
 
 def check_layout(data_dir: Path) -> None:

@@ -59,3 +59,44 @@ def test_a_flow_started_from_the_ui_checks_the_csvs_before_reading_audio(
     with pytest.raises(LayoutError, match="train_curated.csv: no 'labels' column"):
         state.result()
     assert not (work / "metadata.parquet").exists() and not (work / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_small_dataset_trains_to_the_end_and_an_unscorable_test_set_keeps_the_outputs(
+    harness: None, isolated_env: Path
+) -> None:
+    """25 curated clips, no noisy set, 2 folds, a step floor that draws more batches than
+    a fold has clips: it trains. Every test label is outside the vocabulary: the run
+    still writes the submission, the package and the scores it can, and says what it
+    could not score. Two curated clips only have labels outside the vocabulary (warned),
+    and one label would run as a spreadsheet formula (escaped in CSV outputs)."""
+    import json
+
+    from flows.train import train_flow
+
+    vocab = ("Bark", "Meow", '=HYPERLINK("http://evil")')
+    curated = curated_clips(25, vocab)
+    curated.update({"c023.wav": "Moo", "c024.wav": "Moo,Oink"})
+    test = {f"t{i}.wav": "Quack" for i in range(4)}
+    data = write_layout(isolated_env / "data", vocab, {"curated": curated, "test": test})
+    overrides = {"folds.n_folds": 2, "curated.min_steps": 20}
+    work = isolated_env / "w"
+    summary = train_flow(source=str(data), workdir=str(work), preset="debug", overrides=overrides)
+
+    assert summary["oof_lwlrap"] is not None and summary["test_lwlrap"] is None
+    assert summary["not_scored"] == [
+        "test lwlrap: not scored, none of its 4 labelled clips has a label in the vocabulary"
+    ]
+    scores = json.loads(Path(summary["scores"]).read_text())
+    assert scores["not_scored"] == summary["not_scored"] and len(scores["folds"]) == 2
+    from audiotag.inference.tagging import Ensemble
+
+    package = Ensemble(Path(summary["model"]))
+    assert len(package.models) == 2 and package.vocab == vocab
+    header = Path(summary["submission"]).read_text().splitlines()[0]
+    assert header == 'fname,Bark,Meow,"\'=HYPERLINK(""http://evil"")"'
+    report = (work / "report" / "data_report.md").read_text()
+    assert "2 curated clips have no label in the vocabulary" in report
+    assert "c023.wav, c024.wav" in report
+    per_class = Path(summary["scores"]).with_name("per_class.csv").read_text()
+    assert "'=HYPERLINK" in per_class
