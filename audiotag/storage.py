@@ -6,6 +6,7 @@ that a later run would trust.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -14,10 +15,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from audiotag.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -38,6 +44,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_atomic(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Writes ``target`` through ``write(tmp)``; a failed write leaves no temporary file."""
     with atomic_path(target) as tmp:
         write(tmp)
     return target
@@ -57,13 +64,56 @@ def write_text_atomic(text: str, target: Path) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text))
 
 
+# A spreadsheet runs a cell starting with one of these as a formula: a label such as
+# '=HYPERLINK("http://evil")' would (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv_cell(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: prefixed with ``'`` when it starts with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (OWASP's advice)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV (floats with 6 decimals), its header and text cells made safe."""
+    safe = frame.rename(columns=lambda c: safe_csv_cell(str(c)))
+    for col in safe.select_dtypes(exclude="number").columns:
+        safe[col] = safe[col].map(lambda v: safe_csv_cell(v) if isinstance(v, str) else v)
+    safe.to_csv(path, index=False, float_format="%.6f")
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (hex): what a model file's predictions depend on."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-class BusyError(RuntimeError):
+def write_problem(directory: Path) -> str | None:
+    """Why no file can be created in ``directory``, or None when one can.
+
+    Asks ``os.access`` and then writes and removes a small file: root passes the
+    permission check on a folder it may still not write (a read-only mount).
+    """
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is read-only (no write permission)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".audiotag-probe-", dir=directory)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"{directory} is read-only ({err.strerror})"
+        return f"cannot write in {directory} ({err.strerror})"
+    return None
+
+
+class BusyError(RuntimeError, UsageError):
     """Another process holds the lock on a directory this one needs."""
 
 

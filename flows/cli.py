@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -36,6 +37,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
         )
     print("  (baseline: logistic regression on each clip's log-mel mean and std)")
+    for reason in summary.get("not_scored", []):
+        print(f"  {reason}")
     print(summary["verdict"])
     print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
     print(f"submission:   {summary['submission'] or 'none (no test set)'}")
@@ -54,19 +57,36 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from audiotag.config import load_config, parse_override
+def check_run(source: str, workdir: str, preset: str, overrides: dict[str, Any]) -> None:
+    """Everything a run needs, checked in about a second, before the flow's server starts:
+    the settings, the work dir (writable, room), the tracking store, the source and its
+    CSVs. Raises `UsageError` (or ValueError for settings) naming the first cause."""
+    from audiotag.config import load_config
+    from audiotag.steps.preflight import check_source, check_workdir
+    from audiotag.steps.workspace import Workspace
+    from audiotag.tracking.store import check_tracking_store
 
-    overrides = dict(parse_override(o) for o in args.set)
+    config = load_config(preset, overrides)
+    ws = Workspace.at(workdir)
+    check_workdir(ws)
+    check_tracking_store(os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri)
+    check_source(source, config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from audiotag.config import parse_override
+
     try:
-        load_config(args.preset, overrides)  # refuse bad settings before any work starts
-    except ValueError as err:
+        overrides = dict(parse_override(o) for o in args.set)
+        check_run(args.source, args.workdir, args.preset, overrides)
+    except ValueError as err:  # settings that do not validate (UsageErrors go to main)
+        if args.debug:
+            raise
         print(f"audiotag: {err}", file=sys.stderr)
         return 2
     from audiotag.steps.workspace import Workspace
 
     ws = Workspace.at(args.workdir)
-    ws.root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(ws.results))
     os.environ.setdefault("MLFLOW_TRACKING_URI", ws.tracking_uri)
     # The temporary server's telemetry heartbeat fights the flow for its SQLite
@@ -96,13 +116,15 @@ def _write_tags(rows: list, fmt: str, out: Any) -> None:
     import json
 
     if fmt == "csv":
+        from audiotag.storage import safe_csv_cell as safe
+
         writer = csv.writer(out)
         writer.writerow(["path", "rank", "label", "probability", "error"])
         for r in rows:
             if r.error is not None:
-                writer.writerow([r.path, "", "", "", r.error])
+                writer.writerow([safe(r.path), "", "", "", safe(r.error)])
             for rank, (label, p) in enumerate(r.tags, 1):
-                writer.writerow([r.path, rank, label, f"{p:.6f}", ""])
+                writer.writerow([safe(r.path), rank, safe(label), f"{p:.6f}", ""])
     elif fmt in ("json", "jsonl"):
         objs = [
             {
@@ -167,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     from audiotag.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="audiotag", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an expected error (by default: one line naming its cause)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (FAT2019 layout)")
@@ -215,9 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A write that failed for want of space or permission: the cause is the line to show.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG})
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; an expected error is one line on stderr (``--debug``: its traceback)."""
+    from audiotag.errors import UsageError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        if args.debug:
+            raise
+        print(f"audiotag: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if args.debug or err.errno not in DISK_ERRNOS:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"audiotag: {err.strerror}{where} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from audiotag.config import PresetName, TrainConfig, TrainOptions, load_config
 from audiotag.devices import flush_denormals
+from audiotag.errors import UsageError
 from audiotag.steps.baseline import BaselineResult, verdict
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult
@@ -23,20 +24,21 @@ from audiotag.training.stage import StageResult
 from tasks.baseline import baseline_task
 from tasks.data import (
     build_feature_store,
+    check_dataset_files,
     download_dataset,
     extract_dataset_metadata,
     filter_corrupt_files,
     make_dataset_folds,
 )
 from tasks.ensemble import tta_ensemble
-from tasks.run import finish_tracking, start_tracking, tag_dataset
+from tasks.run import check_run, finish_tracking, start_tracking, tag_dataset
 from tasks.selection import select_noisy_clips
 from tasks.training import fold_runner, fold_task
 
 NO_OPTIONS = TrainOptions()
 
 
-class FoldsFailed(RuntimeError):
+class FoldsFailed(RuntimeError, UsageError):
     """One or more fold trainings failed; the finished ones are cached for a re-run."""
 
 
@@ -135,10 +137,12 @@ def train_flow(
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_name = f"{stamp}-{flow_run.get_name() or 'local'}"
     workdir = str(Path(workdir).resolve())
+    check_run(source, workdir, config)
     tracking = start_tracking(workdir, run_name, config, source)
     ok = False
     try:
         data_dir = download_dataset(source, workdir, config.seed)
+        check_dataset_files(data_dir, config)
         metadata = extract_dataset_metadata(data_dir, workdir, config.mel.silence_top_db)
         info = filter_corrupt_files(data_dir, workdir, metadata, tracking)
         tag_dataset(tracking, info.fingerprint)
@@ -154,7 +158,11 @@ def train_flow(
         summary = _run_summary(run_name, workdir, config, info, results, result, baseline.result())
         return summary | {"mlflow_uri": tracking.uri, "mlflow_run_id": tracking.parent_run_id}
     finally:
-        finish_tracking(tracking, ok)
+        # After a failure, closing the run must not hide its cause (on a full disk the
+        # tracking store fails too): a failure to close is logged, not raised.
+        closed = finish_tracking(tracking, ok, return_state=True)
+        if ok:
+            closed.result()
 
 
 def _run_summary(
@@ -183,6 +191,7 @@ def _run_summary(
         "test_lwlrap": result.test_lwlrap,
         "baseline": {"oof_lwlrap": baseline.oof_lwlrap, "test_lwlrap": baseline.test_lwlrap},
         "verdict": verdict(result.oof_lwlrap, result.test_lwlrap, baseline),
+        "not_scored": list(result.not_scored),
         "submission": result.submission,
         "scores": result.scores,
         "model": result.model_dir,

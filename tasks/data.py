@@ -12,12 +12,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from audiotag.config import FoldSettings, TrainConfig
 from audiotag.data.filtering import filter_corrupt
 from audiotag.data.folds import make_folds
-from audiotag.data.layout import read_vocabulary
+from audiotag.data.layout import formula_labels, outside_vocabulary, read_vocabulary
 from audiotag.data.metadata import dataset_fingerprint, extract_metadata
 from audiotag.data.report import write_data_report
+from audiotag.data.report.markdown import label_notes
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
 from audiotag.steps.dataset import DatasetInfo, build_features
+from audiotag.steps.preflight import check_dataset
 from audiotag.steps.workspace import Workspace
 from audiotag.tracking.runs import Tracking, log_artifact
 
@@ -44,6 +46,13 @@ def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     )
     get_run_logger().info("dataset ready in %s", data_dir)
     return str(data_dir)
+
+
+@task
+def check_dataset_files(data_dir: str, config: TrainConfig) -> None:
+    """Fails before the audio is read when the CSVs cannot train ``config`` (a missing
+    column, every label outside the vocabulary, fewer labelled clips than folds)."""
+    check_dataset(Path(data_dir), config)
 
 
 @task
@@ -78,8 +87,11 @@ def filter_corrupt_files(
         info.fingerprint,
         len(info.vocab),
     )
+    rows = pq.read_table(ws.kept, columns=["subset", "fname", "labels"]).to_pylist()
+    for note in label_notes(outside_vocabulary(rows, info.vocab), formula_labels(info.vocab)):
+        logger.warning("%s", note)
     report_dir = ws.report_dir
-    paths = write_data_report(ws.metadata, ws.rejected, report_dir)
+    paths = write_data_report(ws.metadata, ws.rejected, report_dir, info.vocab)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
     log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")

@@ -7,6 +7,7 @@ baseline's and the per-class scores are logged beside it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from audiotag.steps.baseline import BaselineResult, per_class_rows, verdict
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult, predict_test
 from audiotag.steps.workspace import Workspace
-from audiotag.storage import write_text_atomic
+from audiotag.storage import safe_csv_cell, write_text_atomic
 from audiotag.tracking.registry import MODEL_NAME, register_ensemble
 from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
 from audiotag.training.stage import StageResult
@@ -73,17 +74,23 @@ def tta_ensemble(
     )
     summary = _summary(run_name, result, tracking, list(results)[-1], baseline, registered)
     create_markdown_artifact(summary, key="run-summary", description="OOF and test lwlrap")
-    test = "n/a" if result.test_lwlrap is None else f"{result.test_lwlrap:.4f}"
     logger = get_run_logger()
-    logger.info("OOF lwlrap %.4f, test lwlrap %s", result.oof_lwlrap, test)
+    oof, test = (
+        "n/a" if x is None else f"{x:.4f}" for x in (result.oof_lwlrap, result.test_lwlrap)
+    )
+    logger.info("OOF lwlrap %s, test lwlrap %s", oof, test)
+    for reason in result.not_scored:  # the run's outputs are written all the same
+        logger.warning("%s", reason)
     if baseline is not None:
         logger.info(verdict(result.oof_lwlrap, result.test_lwlrap, baseline))
     return result
 
 
 def _metric_key(label: str) -> str:
-    # MLflow metric names take alphanumerics, _ - . space and /.
-    return re.sub(r"[^\w\-. /]", "_", label)
+    # MLflow metric names take alphanumerics, _ - . space and /, and must not read as
+    # another path: a label's own / (as in a URL's //) and dot-only names become _.
+    key = re.sub(r"[^\w\-. ]", "_", label)
+    return "_" * len(key) if set(key) <= {"."} else key
 
 
 def _log_scores(
@@ -119,13 +126,15 @@ def _write_per_class(rows: list[dict], path: Path) -> Path:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["label"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "label": safe_csv_cell(r["label"])} for r in rows)
     return write_text_atomic(out.getvalue(), path)
 
 
 def _register(tracking: Tracking, result: EnsembleResult, info: DatasetInfo) -> str:
     """Registers the package; returns what happened, in words."""
-    reg = register_ensemble(tracking, Path(result.model_dir), info.vocab, result.oof_lwlrap)
+    # Without an out-of-fold score the package is registered, but never as the champion.
+    oof = math.nan if result.oof_lwlrap is None else result.oof_lwlrap
+    reg = register_ensemble(tracking, Path(result.model_dir), info.vocab, oof)
     if not reg.new:
         alias = f" (alias '{reg.alias}')" if reg.alias else ""
         text = (

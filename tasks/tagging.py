@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from audiotag.inference.tagging import Ensemble, find_audio, tag_files
-from audiotag.storage import write_atomic
+from audiotag.storage import safe_csv_cell, write_atomic
 
 
 @task
@@ -32,7 +32,7 @@ def tag_folder(
             for r in rows:
                 rel = Path(r.path).relative_to(root)
                 tags = ";".join(f"{label}:{p:.4f}" for label, p in r.tags)
-                writer.writerow([str(rel), tags, r.error or ""])
+                writer.writerow([safe_csv_cell(str(rel)), safe_csv_cell(tags), r.error or ""])
 
     write_atomic(out, write)
     failed = [r for r in rows if r.error]

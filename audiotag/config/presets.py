@@ -181,7 +181,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``'noisy.batch_size=16'`` -> ``('noisy.batch_size', 16)``; values are JSON or strings."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"override {text!r} is not KEY=VALUE")
+        raise ValueError(f"override {text!r} is not KEY=VALUE (e.g. {text or 'seed'}=1)")
     try:
         return key.strip(), json.loads(raw)
     except json.JSONDecodeError:

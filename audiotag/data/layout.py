@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from audiotag.errors import UsageError
+from audiotag.storage import FORMULA_STARTS
 
 SUBSETS: tuple[str, ...] = ("curated", "noisy", "test")
 TRAIN_SUBSETS: tuple[str, ...] = ("noisy", "curated")
@@ -19,6 +23,13 @@ LABEL_CSVS: dict[str, str] = {
     "test": "test_labels.csv",
 }
 SAMPLE_SUBMISSION = "sample_submission.csv"
+# The columns each CSV must have; a label CSV without ``labels`` would train on nothing.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    LABEL_CSVS["curated"]: ("fname", "labels"),
+    LABEL_CSVS["noisy"]: ("fname", "labels"),
+    LABEL_CSVS["test"]: ("fname", "labels"),
+    SAMPLE_SUBMISSION: ("fname",),
+}
 
 COMPETITION = "freesound-audio-tagging-2019"
 
@@ -33,7 +44,7 @@ KAGGLE_CORRUPT_FILES: tuple[str, ...] = (
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(ValueError, UsageError):
     """The dataset directory does not have the FAT2019 layout."""
 
 
@@ -52,11 +63,17 @@ def split_labels(text: str | None) -> tuple[str, ...]:
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of one of the layout's CSVs; LayoutError when a required column is missing."""
+    required = REQUIRED_COLUMNS.get(path.name, ("fname",))
     # utf-8-sig strips a BOM; csv handles CRLF line ends.
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "fname" not in reader.fieldnames:
-            raise LayoutError(f"{path}: no 'fname' column (columns: {reader.fieldnames})")
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            columns = ", ".join(reader.fieldnames or []) or "none"
+            raise LayoutError(
+                f"{path}: no {' or '.join(repr(c) for c in missing)} column (columns: {columns})"
+            )
         return list(reader)
 
 
@@ -105,6 +122,25 @@ def read_vocabulary(data_dir: Path) -> tuple[str, ...]:
     if not found:
         raise LayoutError(f"{data_dir}: no labels in {SAMPLE_SUBMISSION} or the training CSVs")
     return tuple(sorted(found))
+
+
+def outside_vocabulary(rows: Iterable[dict], vocab: Sequence[str]) -> dict[str, list[str]]:
+    """Subset -> the names of its labelled clips none of whose labels is in ``vocab``.
+
+    Such a training clip trains as a clip of no class; such a test clip cannot be scored.
+    ``rows`` have ``subset``, ``fname`` and ``labels`` (metadata or kept rows).
+    """
+    known = set(vocab)
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        if row["labels"] and not known & set(row["labels"]):
+            out.setdefault(row["subset"], []).append(row["fname"])
+    return out
+
+
+def formula_labels(vocab: Sequence[str]) -> list[str]:
+    """The labels a spreadsheet would run as a formula; CSV outputs prefix them with '."""
+    return [label for label in vocab if label.startswith(FORMULA_STARTS)]
 
 
 def check_layout(data_dir: Path) -> None:

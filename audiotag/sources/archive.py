@@ -53,9 +53,12 @@ def extract_zip(archive: Path, target: Path) -> list[Path]:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.part")
-            with zf.open(info) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, dest)
+            try:
+                with zf.open(info) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, dest)
+            finally:  # a failed write (a full disk) leaves no partial file behind
+                tmp.unlink(missing_ok=True)
             out.append(dest)
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def fit_baseline(
         if test_rows:
             test_probs.append(model.predict(test_x))
     truth, probs = np.concatenate(oof_truth), np.concatenate(oof_probs)
+    oof = lwlrap(truth, probs) if truth.any() else math.nan  # undefined without true labels
     test_score = test_per_class = None
     if test_rows:
         test_truth, mean = targets(test_rows, info.vocab), np.mean(test_probs, axis=0)
@@ -64,7 +66,7 @@ def fit_baseline(
             test_score = lwlrap(test_truth, mean)
             test_per_class = tuple(lwlrap_per_class(test_truth, mean)[0].round(5).tolist())
     return BaselineResult(
-        lwlrap(truth, probs),
+        oof,
         test_score,
         tuple(folds),
         tuple(lwlrap_per_class(truth, probs)[0].round(5).tolist()),
@@ -72,12 +74,16 @@ def fit_baseline(
     )
 
 
-def verdict(oof: float, test: float | None, baseline: BaselineResult, margin: float = 0.0) -> str:
+def verdict(
+    oof: float | None, test: float | None, baseline: BaselineResult, margin: float = 0.0
+) -> str:
     """One sentence: does the network beat the baseline, on test when labelled, else OOF."""
     if test is not None and baseline.test_lwlrap is not None:
         what, ours, theirs = "test", test, baseline.test_lwlrap
     else:
         what, ours, theirs = "out-of-fold", oof, baseline.oof_lwlrap
+    if ours is None or math.isnan(ours) or math.isnan(theirs):
+        return "No lwlrap to compare the network with the linear baseline on (see not scored)."
     gap = ours - theirs
     if gap > margin:
         return (

@@ -19,7 +19,7 @@ from audiotag.metrics import lwlrap, lwlrap_per_class
 from audiotag.steps.baseline import BaselineResult
 from audiotag.steps.dataset import DatasetInfo, kept_rows, targets, to_clips
 from audiotag.steps.workspace import Workspace
-from audiotag.storage import file_digest, write_atomic, write_json_atomic
+from audiotag.storage import file_digest, write_atomic, write_csv_table, write_json_atomic
 from audiotag.training.batches import Clips
 from audiotag.training.stage import StageResult
 
@@ -30,10 +30,11 @@ class EnsembleResult:
     submission: str | None
     oof: str
     scores: str
-    oof_lwlrap: float
+    oof_lwlrap: float | None  # None: no held-out clip has a label in the vocabulary
     test_lwlrap: float | None
     fold_lwlrap: tuple[float, ...]
     model_dir: str = ""
+    not_scored: tuple[str, ...] = ()  # the scores that could not be computed, and why
 
 
 def predict_test(
@@ -52,8 +53,13 @@ def predict_test(
     Also gathers their out-of-fold predictions (each held-out clip of the stage's first
     subset, scored by the fold model that never trained on it) and writes ``scores.json``
     with the per-class scores, and the baseline's beside them when given.
+
+    What was done is kept: the submission and the model package are written before any
+    score, and a score that cannot be computed (no held-out or test clip with a label in
+    the vocabulary) is None, with the reason in ``scores.json``'s ``not_scored``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
 
     # Out-of-fold: every held-out clip scored by the model that never saw it.
     parts = [pd.read_parquet(Path(r.model_path).parent / "valid.parquet") for r in models]
@@ -61,20 +67,29 @@ def predict_test(
     scored_subset = config.stage(models[0].stage).subsets[0]
     labels = {r["fname"]: r["labels"] for r in kept_rows(ws, scored_subset)}
     truth = targets([{"labels": labels[f]} for f in oof.fname], info.vocab)
-    oof_score = lwlrap(truth, oof[list(info.vocab)].to_numpy())
+    oof_probs = oof[list(info.vocab)].to_numpy()
     write_label_table(oof, info.vocab, run_dir / "oof.parquet")
 
     test = _test_predictions(ws, info, store_dir, config, models, run_dir, device, truth)
-    submission, test_score, test_per_class, names, by_name = test
-    per_class, weights = lwlrap_per_class(truth, oof[list(info.vocab)].to_numpy())
+    submission, test_truth, test_probs, names, by_name = test
+    not_scored: list[str] = []
+    oof_score, per_class, weights = _score(truth, oof_probs)
+    if oof_score is None:
+        not_scored.append(_unscored(f"out-of-fold ({scored_subset})", len(truth)))
+    test_score = test_per_class = None
+    if test_truth is not None:
+        test_score, test_per_class, _ = _score(test_truth, test_probs)
+        if test_score is None:
+            not_scored.append(_unscored("test", len(test_truth)))
     scores = {
         "oof_lwlrap": oof_score,
         "test_lwlrap": test_score,
         "folds": {f"{r.stage}/{r.fold + 1}": r.valid_lwlrap for r in models},
         "oof_per_class": _by_label(info.vocab, per_class),
         "test_per_class": _by_label(info.vocab, test_per_class),
-        "class_weights": _by_label(info.vocab, weights),
+        "class_weights": _by_label(info.vocab, weights) or dict.fromkeys(info.vocab, 0.0),
         "test_missing": [n for n in names if n not in by_name],
+        "not_scored": not_scored,
     }
     if baseline is not None:
         scores["baseline"] = {
@@ -85,7 +100,6 @@ def predict_test(
             "test_per_class": _by_label(info.vocab, baseline.test_per_class),
         }
     write_json_atomic(scores, run_dir / "scores.json")
-    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
     return EnsembleResult(
         str(run_dir),
         None if submission is None else str(submission),
@@ -95,6 +109,25 @@ def predict_test(
         test_score,
         tuple(r.valid_lwlrap for r in models),
         str(model_dir),
+        tuple(not_scored),
+    )
+
+
+def _score(
+    truth: np.ndarray, probs: np.ndarray
+) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
+    """(lwlrap, per-class lwlrap, class weights), or Nones when no clip has a true label
+    (lwlrap is undefined there)."""
+    if not truth.any():
+        return None, None, None
+    per_class, weights = lwlrap_per_class(truth, probs)
+    return lwlrap(truth, probs), per_class, weights
+
+
+def _unscored(what: str, clips: int) -> str:
+    return (
+        f"{what} lwlrap: not scored, none of its {clips} labelled clips has a label in the "
+        "vocabulary"
     )
 
 
@@ -107,9 +140,9 @@ def _test_predictions(
     run_dir: Path,
     device: str,
     truth: np.ndarray,
-) -> tuple[Path | None, float | None, np.ndarray | None, list[str], dict]:
-    """The submission, the test lwlrap (overall and per class) when the test set has
-    labels, the submission's names and the probabilities by name."""
+) -> tuple[Path | None, np.ndarray | None, np.ndarray | None, list[str], dict]:
+    """The submission; the labelled test clips' targets and probabilities (Nones when
+    no test clip has labels); the submission's names and the probabilities by name."""
     store = FeatureStore.open(store_dir)
     data_dir = Path(info.data_dir)
     # Every submission row, in sample_submission order; unreadable clips
@@ -121,22 +154,21 @@ def _test_predictions(
         if sub_path.exists()
         else [r["fname"] for r in test_rows]
     )
-    submission, test_score, test_per_class, by_name = None, None, None, {}
+    submission, test_truth, test_probs, by_name = None, None, None, {}
     if names:
         clips = to_clips(store, test_rows, info.vocab)
-        test_probs = _predict_test_clips(ws, store_dir, store, clips, config, models, device)
-        prior = truth.mean(axis=0)
-        by_name = {r["fname"]: p for r, p in zip(test_rows, test_probs, strict=True)}
+        probs = _predict_test_clips(ws, store_dir, store, clips, config, models, device)
+        prior = truth.mean(axis=0) if len(truth) else np.zeros(len(info.vocab))
+        by_name = {r["fname"]: p for r, p in zip(test_rows, probs, strict=True)}
         sub = pd.DataFrame([by_name.get(n, prior) for n in names], columns=list(info.vocab))
         sub.insert(0, "fname", names)
         submission = run_dir / "submission.csv"
-        write_atomic(submission, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+        write_atomic(submission, lambda tmp: write_csv_table(sub, tmp))
         labelled = [i for i, r in enumerate(test_rows) if r["labels"]]
         if labelled:
             test_truth = targets([test_rows[i] for i in labelled], info.vocab)
-            test_score = lwlrap(test_truth, test_probs[labelled])
-            test_per_class = lwlrap_per_class(test_truth, test_probs[labelled])[0]
-    return submission, test_score, test_per_class, names, by_name
+            test_probs = probs[labelled]
+    return submission, test_truth, test_probs, names, by_name
 
 
 def _by_label(vocab: tuple[str, ...], values: Sequence[float] | None) -> dict | None:

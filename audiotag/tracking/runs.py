@@ -13,6 +13,9 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from audiotag.steps.workspace import Workspace
+from audiotag.tracking.store import TrackingUnavailableError, check_reachable
+
+__all__ = ["TrackingUnavailableError", "check_reachable"]  # their home is tracking.store
 
 EXPERIMENT = "audiotag"
 
@@ -63,27 +66,6 @@ def flatten(prefix: str, obj: Any) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{i}", v))
         return out
     return {prefix: json.dumps(obj) if not isinstance(obj, str) else obj}
-
-
-class TrackingUnavailableError(RuntimeError):
-    """The MLflow tracking server cannot be reached: the run fails fast, before any work."""
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """For an http(s) tracking URI, one quick request to its /health endpoint."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} is not reachable ({reason}); start it, or unset "
-            "MLFLOW_TRACKING_URI to track in the work dir's SQLite file"
-        ) from None
 
 
 def start_parent(

@@ -179,9 +179,12 @@ class TrainBatches:
     ) -> None:
         """``n_batches`` per epoch: None is one pass over the clips, the last partial
         batch dropped (fastai's default for training) unless there is no full batch;
-        more draws every clip several times (see ``StageSettings.batches_per_epoch``)."""
+        more draws every clip several times (see ``StageSettings.batches_per_epoch``).
+        A batch is never larger than the clips: with fewer clips than ``batch_size``
+        each batch holds every clip once."""
         if len(clips) == 0:
             raise ValueError("no training clips")
+        batch_size = min(batch_size, len(clips))
         self.data, self.clips, self.bs, self.width = data, clips, batch_size, width
         self.norm, self.aug, self.size, self.device = norm, aug, size, device
         self.device_data = store_on_device(data, device)
@@ -200,7 +203,7 @@ class TrainBatches:
         gen.manual_seed(self.seed)
         # Passes over the clips, each in a new order, for as many batches as asked.
         n = len(self.clips)
-        passes = max(1, math.ceil(self.n_batches * min(self.bs, n) / n))
+        passes = max(1, math.ceil(self.n_batches * self.bs / n))
         order = np.concatenate([rng.permutation(n) for _ in range(passes)])
         pin = self.device.type == "cuda"
         for i in range(self.n_batches):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from torch import nn
 from audiotag.storage import write_atomic
 
 CHECKPOINT_RE = re.compile(r"epoch-(\d+)\.pt$")
+logger = logging.getLogger("audiotag.training")
 
 
 class CheckpointError(OSError):
@@ -88,11 +91,40 @@ class Checkpointer:
                 old.unlink(missing_ok=True)
 
     def restore(self, model: nn.Module) -> Resumed:
-        """Loads the newest checkpoint's weights into ``model``; nothing if there is none."""
-        found = latest_checkpoint(self.directory)
-        if found is None:
-            return Resumed()
-        epoch, path = found
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        return Resumed(epoch, list(state["history"]), list(state["lrs"]), state["opt"])
+        """Loads the newest checkpoint that loads into ``model``; nothing if there is none.
+
+        A checkpoint that fails to load (truncated, corrupt, another network's) is moved
+        aside to ``<name>.corrupt`` for inspection and said so in the log; the fold goes
+        on from the next older one, or from scratch.
+        """
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        while (found := latest_checkpoint(self.directory)) is not None:
+            epoch, path = found
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                model.load_state_dict(state["model"])
+                return Resumed(epoch, list(state["history"]), list(state["lrs"]), state["opt"])
+            except Exception as err:  # noqa: BLE001 - any failure to load is the file's
+                model.load_state_dict(initial)  # a failed load may have copied some tensors
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                before = latest_checkpoint(self.directory)
+                goes_on = f"from epoch {before[0]}" if before else "from scratch"
+                logger.warning(
+                    "%s: the checkpoint %s does not load (%s: %s); moved aside to %s, "
+                    "training goes on %s",
+                    self.what,
+                    path,
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                    aside.name,
+                    goes_on,
+                )
+        return Resumed()
+
+    def clear(self) -> None:
+        """Removes the checkpoints once the fold's model is written; keeps the ``.corrupt``."""
+        for path in self.directory.glob("epoch-*.pt"):
+            path.unlink(missing_ok=True)
+        if self.directory.is_dir() and not any(self.directory.iterdir()):
+            self.directory.rmdir()

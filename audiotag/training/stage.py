@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shutil
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from torch import nn
 
 from audiotag.config import StageSettings, TrainConfig
 from audiotag.devices import flush_denormals
+from audiotag.errors import UsageError
 from audiotag.inference.predict import predict_clips, save_model
 from audiotag.metrics import chance_lwlrap, lwlrap
 from audiotag.storage import exclusive
@@ -141,6 +142,36 @@ class _Fold:
     final: tuple[float, float, np.ndarray] | None = None
 
 
+class InitWeightsError(RuntimeError, UsageError):
+    """The earlier stage's model file a fold starts from does not load."""
+
+
+def _load_init_weights(model: nn.Module, path: Path, what: str) -> None:
+    """Loads an earlier stage's model file into ``model``.
+
+    Raises:
+        InitWeightsError: it does not load; it is moved aside to ``model.pt.corrupt``, so
+            that a re-run trains that earlier fold again (its cached result is not trusted
+            without its model file) instead of failing on the same file for good.
+    """
+    if not path.exists():
+        raise InitWeightsError(
+            f"{what}: its initial weights {path} are missing. Re-run: the fold they come "
+            "from trains again, then this one"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # noqa: BLE001 - any failure to load is the file's
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InitWeightsError(
+            f"{what}: its initial weights {path} do not load ({cause}); moved aside to "
+            f"{aside.name}. Re-run: the fold they came from trains again, then this one"
+        ) from err
+
+
 def _prepare(job: StageJob) -> _Fold:
     """The initial model (seeded, or an earlier stage's weights), normaliser and batches."""
     device = torch.device(job.device)
@@ -149,8 +180,7 @@ def _prepare(job: StageJob) -> _Fold:
         torch.manual_seed(seed)
         model = build_model(job.config.model, len(job.vocab))
     if job.init_weights is not None:
-        payload = torch.load(job.init_weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(payload["state_dict"])
+        _load_init_weights(model, job.init_weights, job.name)
     model.to(device)
     cfg, settings = job.config, job.settings
     norm = measure_normalizer(job.data, job.train, cfg.crop_frames, cfg.mel.top_db, seed)
@@ -260,7 +290,7 @@ def _save_result(f: _Fold, resumed_from: int) -> StageResult:
     save_model(model_path, f.model, job.vocab, job.config, f.norm, f.size, job.stage, job.fold)
     np.save(job.out_dir / "valid_probs.npy", probs)
     # The model file is the stage's result; its checkpoints only served resuming.
-    shutil.rmtree(f.checkpoints.directory, ignore_errors=True)
+    f.checkpoints.clear()
     return StageResult(
         job.stage,
         job.fold,

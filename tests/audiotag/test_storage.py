@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from audiotag.storage import BusyError, atomic_path, exclusive, file_digest, write_atomic
+from audiotag.storage import (
+    BusyError,
+    atomic_path,
+    exclusive,
+    file_digest,
+    safe_csv_cell,
+    write_atomic,
+    write_csv_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +104,34 @@ def test_file_digest_is_the_sha256_of_the_bytes_wherever_they_lie(tmp_path: Path
     assert file_digest(a) == file_digest(b) == hashlib.sha256(b"weights").hexdigest()
     b.write_bytes(b"weights, retrained")
     assert file_digest(b) != file_digest(a)
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_numbers_left_alone(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    for text in ('=HYPERLINK("http://evil")', "+1", "-2+3", "@SUM(A1)", "\tx"):
+        assert safe_csv_cell(text) == "'" + text
+    assert safe_csv_cell("Bark") == "Bark" and safe_csv_cell("a=b") == "a=b"
+    frame = pd.DataFrame({"fname": ["=cmd.wav", "a.wav"], "=HYPERLINK(1)": [-0.5, 0.25]})
+    write_csv_table(frame, tmp_path / "t.csv")
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines == ["fname,'=HYPERLINK(1)", "'=cmd.wav,-0.500000", "a.wav,0.250000"]
+
+
+def test_a_demo_zip_whose_write_fails_leaves_no_partial_file(tmp_path: Path) -> None:
+    # A real failed write: the file size limit (as a full disk) stops the zip mid-way.
+    code = (
+        "import resource, signal, sys; from pathlib import Path\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))\n"
+        "from audiotag.sources.demo import write_demo_dataset\n"
+        "try:\n    write_demo_dataset(Path(sys.argv[1]), scale=0.05)\n"
+        "except OSError as err:\n    print(err.errno)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "27", out.stderr  # EFBIG: the write failed
+    assert list(tmp_path.iterdir()) == []  # neither the zip nor a temporary file

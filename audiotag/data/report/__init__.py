@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from audiotag.data.report.markdown import REJECTED_COLUMNS, render_markdown
+from audiotag.data.layout import formula_labels, outside_vocabulary
+from audiotag.data.report.markdown import REJECTED_COLUMNS, label_notes, render_markdown
 from audiotag.data.report.plots import PLOTS, save_png
 from audiotag.data.report.subsets import load_subsets
 from audiotag.storage import write_text_atomic
@@ -23,7 +25,9 @@ from audiotag.storage import write_text_atomic
 REPORT_NAME = "data_report.md"
 
 
-def write_data_report(metadata_path: Path, rejected_path: Path, out_dir: Path) -> list[Path]:
+def write_data_report(
+    metadata_path: Path, rejected_path: Path, out_dir: Path, vocab: Sequence[str] = ()
+) -> list[Path]:
     """Writes the dataset report (the capstone report's EDA, made automatically).
 
     Writes ``durations.png``, ``label_frequency.png``, ``labels_per_clip.png``,
@@ -37,6 +41,8 @@ def write_data_report(metadata_path: Path, rejected_path: Path, out_dir: Path) -
             before filtering.
         rejected_path: ``rejected.parquet`` with ``REJECTED_SCHEMA``.
         out_dir: Directory for the report; created if missing.
+        vocab: The label vocabulary: the kept clips none of whose labels is in it are
+            counted and named, and labels a spreadsheet would run as formulas listed.
 
     Returns:
         The written paths: ``data_report.md`` first, then the PNGs.
@@ -46,7 +52,11 @@ def write_data_report(metadata_path: Path, rejected_path: Path, out_dir: Path) -
     subsets = load_subsets(Path(metadata_path))
     rejected = pq.read_table(rejected_path, columns=REJECTED_COLUMNS).to_pylist()
     pngs = [save_png(draw(subsets), out_dir / f"{name}.png") for name, draw in PLOTS.items()]
-    md = write_text_atomic(render_markdown(subsets, rejected, pngs), out_dir / REPORT_NAME)
+    gone = {(r["subset"], r["fname"]) for r in rejected}
+    rows = pq.read_table(metadata_path, columns=["subset", "fname", "labels"]).to_pylist()
+    kept = [r for r in rows if (r["subset"], r["fname"]) not in gone]
+    notes = label_notes(outside_vocabulary(kept, vocab), formula_labels(vocab)) if vocab else []
+    md = write_text_atomic(render_markdown(subsets, rejected, pngs, notes), out_dir / REPORT_NAME)
     return [md, *pngs]
 
 

@@ -63,7 +63,32 @@ def _subset_row(s: SubsetSummary, rejected: int) -> list[Any]:
     ]
 
 
-def render_markdown(subsets: list[SubsetSummary], rejected: list[dict], pngs: list[Path]) -> str:
+def label_notes(outside: dict[str, list[str]], formulas: list[str], shown: int = 20) -> list[str]:
+    """Sentences on the labels: each subset's clips with no label in the vocabulary, named
+    (the first ``shown``), and the labels CSV outputs escape; empty when there are none."""
+    notes = []
+    for subset, names in outside.items():
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        what = "cannot be scored" if subset == "test" else "train as clips of no class"
+        notes.append(
+            f"{len(names)} {subset} clips have no label in the vocabulary and {what}: "
+            + ", ".join(names[:shown])
+            + more
+        )
+    if formulas:
+        notes.append(
+            "labels a spreadsheet would run as formulas are written with a leading ' in "
+            "CSV outputs: " + ", ".join(formulas)
+        )
+    return notes
+
+
+def render_markdown(
+    subsets: list[SubsetSummary],
+    rejected: list[dict],
+    pngs: list[Path],
+    notes: list[str] | None = None,
+) -> str:
     files = sum(s.files for s in subsets)
     readable = sum(s.readable for s in subsets)
     rejected_per_subset = Counter(r["subset"] for r in rejected)
@@ -123,6 +148,8 @@ def render_markdown(subsets: list[SubsetSummary], rejected: list[dict], pngs: li
                 f"... and {len(rejected) - MAX_REJECTED_ROWS} more "
                 "(all of them are in `rejected.parquet`).",
             ]
+    if notes:
+        lines += ["", "## Labels outside the vocabulary", "", *(f"- {n}" for n in notes)]
     lines += ["", "## Plots", ""]
     for png in pngs:
         lines += [f"![{png.stem}]({png.name})", ""]

@@ -26,6 +26,7 @@ from audiotag.data.layout import COMPETITION
 from audiotag.data.layout import KAGGLE_CORRUPT_FILES as KAGGLE_CORRUPT_CURATED
 from audiotag.sources.demo.clips import _render_clip, _wav_bytes
 from audiotag.sources.demo.synthesis import DEMO_CLASSES, SAMPLE_RATE, _NoiseBank
+from audiotag.storage import atomic_path
 
 # The curated split's truncated file keeps only this much of a valid WAV: the
 # RIFF header and the start of the fmt chunk, so no decoder can open it.
@@ -279,8 +280,9 @@ def _write_competition_zip(
     path: Path, csvs: dict[str, bytes], inner_zips: dict[str, bytes]
 ) -> None:
     """Writes the outer zip: CSVs deflated, inner zips stored, in sorted order."""
-    tmp = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    # A temporary file renamed last, so an interrupted run never leaves a half-written
+    # zip under the name a later run would trust; a failed write (a full disk) removes it.
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for name in sorted(csvs | inner_zips):
             if name in csvs:
                 zf.writestr(_zip_info(name, zipfile.ZIP_DEFLATED), csvs[name])
@@ -288,9 +290,6 @@ def _write_competition_zip(
                 # Already deflated per WAV (or stored by request); deflating here
                 # would gain nothing.
                 zf.writestr(_zip_info(name, zipfile.ZIP_STORED), inner_zips[name])
-    # Rename last so an interrupted run never leaves a half-written zip under
-    # the name a later run would trust.
-    tmp.replace(path)
 
 
 def write_demo_dataset(

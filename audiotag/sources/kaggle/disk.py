@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from audiotag.errors import UsageError
 from audiotag.sources.kaggle.progress import format_bytes
 
 # Unpacking writes the outer members (the nested zips, about the archive's size)
@@ -15,7 +16,7 @@ UNPACK_FACTOR = 2.0
 SKIP_DISK_CHECK_ENV = "AUDIOTAG_SKIP_DISK_CHECK"
 
 
-class DiskSpaceError(RuntimeError):
+class DiskSpaceError(RuntimeError, UsageError):
     """Not enough free disk space for the download and its extraction."""
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import errno
 
+from audiotag.errors import UsageError
 from audiotag.sources.kaggle.credentials import RULES_URL, TOKEN_URL, Credentials, _scrub
 from audiotag.sources.kaggle.disk import DiskSpaceError
 
 
-class KaggleError(RuntimeError):
+class KaggleError(RuntimeError, UsageError):
     """Fetching from Kaggle failed; the message says what to do."""
 
 

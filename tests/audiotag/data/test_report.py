@@ -244,3 +244,26 @@ def test_the_scored_report_adds_per_class_scores_and_still_finds_its_plots(
     assert (out.parent / link).resolve() == (report.parent / "durations.png").resolve()
     beside = write_scored_report(report, rows, tmp_path / "copy.md", relink=False)
     assert "](durations.png)" in beside.read_text()
+
+
+def test_clips_with_no_label_in_the_vocabulary_are_counted_and_named(tmp_path: Path) -> None:
+    rows = [
+        _row("c1.wav", "curated", ["Bark"]),
+        _row("c2.wav", "curated", ["Moo"]),
+        _row("c3.wav", "curated", ["Moo", "Oink"]),
+        _row("c4.wav", "curated", ["Moo"]),  # rejected: not counted
+        _row("t1.wav", "test", ["Quack"]),
+    ]
+    metadata = _write(rows, METADATA_SCHEMA, tmp_path / "metadata.parquet")
+    gone = [{"fname": "c4.wav", "subset": "curated", "path": "x", "reason": "r", "detail": ""}]
+    rejected = _write(gone, REJECTED_SCHEMA, tmp_path / "rejected.parquet")
+    vocab = ("Bark", '=HYPERLINK("http://evil")')
+    md = write_data_report(metadata, rejected, tmp_path / "report", vocab)[0].read_text()
+    assert "## Labels outside the vocabulary" in md
+    curated = "2 curated clips have no label in the vocabulary and train as clips of no class"
+    assert f"{curated}: c2.wav, c3.wav" in md
+    assert "1 test clips have no label in the vocabulary and cannot be scored: t1.wav" in md
+    assert 'with a leading \' in CSV outputs: =HYPERLINK("http://evil")' in md
+    every = ("Bark", "Moo", "Oink", "Quack")
+    plain = write_data_report(metadata, rejected, tmp_path / "again", every)[0].read_text()
+    assert "outside the vocabulary" not in plain

@@ -34,37 +34,47 @@ TEST = {"t0.wav": ["Bark"], "t1.wav": ["Run"]}
 SAMPLE = ["t1.wav", "gone.wav", "t0.wav"]  # gone.wav was rejected: not in the store
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two untrained curated fold models, their held-out tables, a store of two test
-    clips, then the ensemble step once and again."""
-    tmp = tmp_path_factory.mktemp("ensemble")
+def _fold_models(
+    tmp: Path, vocab: tuple[str, ...], curated: dict, test: dict, sample: list[str]
+) -> tuple:
+    """Two untrained curated fold models and their held-out tables, and a store of the
+    test clips: (workspace, data dir, dataset info, store, config, models, held-out)."""
     ws, data = Workspace.at(tmp / "work"), tmp / "data"
     config = load_config("debug", {"eval.tta": 0})
-    for i, name in enumerate(TEST):
+    for i, name in enumerate(test):
         write_tone(data / "test" / name, freq=500.0 * (i + 1), seconds=0.6)
-    (data / "sample_submission.csv").write_text(
-        "fname,Bark,Run\n" + "".join(f"{n},0,0\n" for n in SAMPLE)
+    pd.DataFrame([[n, *[0] * len(vocab)] for n in sample], columns=["fname", *vocab]).to_csv(
+        data / "sample_submission.csv", index=False
     )
-    test_rows = [describe_file(data, n, "test", labels) for n, labels in TEST.items()]
-    curated = [{"fname": n, "subset": "curated", "labels": lb} for n, lb in CURATED.items()]
+    test_rows = [describe_file(data, n, "test", labels) for n, labels in test.items()]
+    rows = [{"fname": n, "subset": "curated", "labels": lb} for n, lb in curated.items()]
     ws.root.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(curated + test_rows, schema=KEPT_SCHEMA), ws.kept)
+    pq.write_table(pa.Table.from_pylist(rows + test_rows, schema=KEPT_SCHEMA), ws.kept)
     store = build_feature_store(test_rows, data, config.mel, ws.features("abc"))
     rng = np.random.default_rng(0)
     models, valid = [], []
-    for k, held in enumerate((["c0.wav", "c1.wav"], ["c2.wav", "c3.wav"])):
+    names = list(curated)
+    for k, held in enumerate((names[:2], names[2:])):
         fold_dir = ws.stage_dir("key", "curated", k)
         torch.manual_seed(k)
-        model = build_model(config.model, len(VOCAB))
+        model = build_model(config.model, len(vocab))
         save_model(
-            fold_dir / "model.pt", model, VOCAB, config, Normalizer(-60, 20, 60), None, "curated", k
+            fold_dir / "model.pt", model, vocab, config, Normalizer(-60, 20, 60), None, "curated", k
         )
-        probs = rng.random((2, 2))
-        valid.append(label_table(held, k, probs, VOCAB))
-        write_label_table(valid[-1], VOCAB, fold_dir / "valid.parquet")
+        probs = rng.random((2, len(vocab)))
+        valid.append(label_table(held, k, probs, vocab))
+        write_label_table(valid[-1], vocab, fold_dir / "valid.parquet")
         models.append(StageResult("curated", k, str(fold_dir / "model.pt"), 0.5 + k / 10, 0.1))
-    info = DatasetInfo(str(data), "fp", VOCAB, 6, 1, (("curated", 4), ("test", 2)))
+    counts = (("curated", len(curated)), ("test", len(test)))
+    info = DatasetInfo(str(data), "fp", vocab, len(curated) + len(test), 1, counts)
+    return ws, data, info, store, config, models, valid
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The ensemble step once and again on the same fold models."""
+    tmp = tmp_path_factory.mktemp("ensemble")
+    ws, data, info, store, config, models, valid = _fold_models(tmp, VOCAB, CURATED, TEST, SAMPLE)
     first = predict_test(ws, info, store, config, models, ws.run_dir("one"))
     predictions = {p: p.stat().st_mtime_ns for p in (ws.root / "predictions").iterdir()}
     again = predict_test(ws, info, store, config, models, ws.run_dir("two"))
@@ -109,3 +119,26 @@ def test_a_second_run_on_the_same_models_reads_the_test_predictions_back(run: di
     assert list((run["ws"].root / "predictions").iterdir()) == [path]
     one, two = Path(run["first"].submission), Path(run["again"].submission)
     assert one.read_bytes() == two.read_bytes() and one != two
+
+
+def test_a_test_set_that_cannot_be_scored_still_gets_its_submission_package_and_scores(
+    tmp_path: Path,
+) -> None:
+    # Every test label is outside the vocabulary: lwlrap is undefined there; one label
+    # would run as a formula in a spreadsheet.
+    vocab = ("Bark", '=HYPERLINK("http://evil")')
+    test = {"t0.wav": ["Moo"], "t1.wav": ["Oink"]}
+    ws, _, info, store, config, models, _ = _fold_models(
+        tmp_path, vocab, CURATED | {"c3.wav": ["Bark"]}, test, list(test)
+    )
+    result = predict_test(ws, info, store, config, models, ws.run_dir("r"))
+    assert result.test_lwlrap is None and result.oof_lwlrap is not None
+    assert result.not_scored == (
+        "test lwlrap: not scored, none of its 2 labelled clips has a label in the vocabulary",
+    )
+    scores = json.loads(Path(result.scores).read_text())
+    assert scores["not_scored"] == list(result.not_scored) and scores["oof_per_class"]
+    assert Ensemble(Path(result.model_dir)).vocab == vocab
+    header = Path(result.submission).read_text().splitlines()[0]
+    assert header == 'fname,Bark,"\'=HYPERLINK(""http://evil"")"'
+    assert pd.read_csv(result.submission).shape == (2, 3)

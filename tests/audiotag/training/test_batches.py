@@ -62,6 +62,17 @@ def test_every_clip_is_drawn_evenly_when_an_epoch_draws_more_batches() -> None:
     assert torch.cat(targets).sum(dim=0).tolist() == [4.0] * 10
 
 
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(1, 9))
+def test_a_batch_is_never_larger_than_the_clips_nor_empty(n: int, bs: int, steps: int) -> None:
+    # 25 curated clips in 2 folds with batch size 16 and min_steps: every batch was empty
+    # once the first pass ran out ("cannot reshape tensor of 0 elements").
+    data, clips = synthetic_store(n=n)
+    norm = measure_normalizer(data, clips, 16, 60.0, 0)
+    batches = TrainBatches(data, clips, bs, 16, norm, None, None, torch.device("cpu"), steps)
+    sizes = [len(y) for _, y in batches]
+    assert sizes == [min(bs, n)] * steps
+
+
 def test_an_epochs_batches_follow_from_its_seed_alone() -> None:
     """What lets a resumed fold see the batches an uninterrupted one saw."""
     data, clips = synthetic_store(n=16)

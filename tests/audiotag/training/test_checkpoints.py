@@ -58,3 +58,44 @@ def test_a_fold_without_checkpoints_restores_as_epoch_zero_and_keeps_its_weights
     resumed = Checkpointer(tmp_path / "never-written", "noisy fold 1").restore(model)
     assert (resumed.epoch, resumed.history, resumed.lrs, resumed.opt_state) == (0, [], [], None)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_corrupt_checkpoint_is_named_moved_aside_and_the_one_before_restored(
+    tmp_path: Path, caplog
+) -> None:
+    ckpt = Checkpointer(tmp_path, "noisy fold 3")
+    ckpt.save(1, linear(1), {}, [{"epoch": 1}], [0.1])
+    older = tmp_path / "epoch-0001.pt"
+    kept = older.read_bytes()
+    ckpt.save(2, linear(2), {}, [{"epoch": 1}, {"epoch": 2}], [0.1, 0.1])
+    older.write_bytes(kept)  # as if pruning had not finished
+    newest = tmp_path / "epoch-0002.pt"
+    _truncate(newest)
+    model = linear(9)
+    with caplog.at_level("WARNING", logger="audiotag"):
+        resumed = ckpt.restore(model)
+    assert resumed.epoch == 1 and resumed.history == [{"epoch": 1}]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in linear(1).state_dict().items())
+    assert (tmp_path / "epoch-0002.pt.corrupt").exists() and not newest.exists()
+    line = caplog.records[0].getMessage()
+    assert "noisy fold 3" in line and str(newest) in line and "from epoch 1" in line
+
+
+def test_a_fold_whose_only_checkpoint_is_corrupt_starts_from_scratch(
+    tmp_path: Path, caplog
+) -> None:
+    ckpt = Checkpointer(tmp_path / "checkpoints", "curated fold 1")
+    ckpt.save(4, linear(4), {}, [], [])
+    _truncate(ckpt.directory / "epoch-0004.pt")
+    model = linear(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="audiotag"):
+        assert ckpt.restore(model).epoch == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert "from scratch" in caplog.text
+    ckpt.clear()  # the fold's model is written: the checkpoints go, the corrupt file stays
+    assert [p.name for p in ckpt.directory.iterdir()] == ["epoch-0004.pt.corrupt"]

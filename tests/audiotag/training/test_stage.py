@@ -311,3 +311,32 @@ def test_weights_that_learned_nothing_get_the_from_scratch_floor(tmp_path: Path)
         )
         steps[scratch] = len(train_stage(job).lrs)
     assert steps[False] == 2 * 4 and steps[True] >= 40  # 32 clips: 4 batches of 8 a pass
+
+
+def test_a_truncated_checkpoint_no_longer_blocks_its_fold(tmp_path: Path) -> None:
+    config = tiny_config()
+    data, clips = synthetic_store()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, config, data, clips, stop_at=2)
+    path = tmp_path / "checkpoints" / "epoch-0002.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    seen: list[int] = []
+    result = run(tmp_path, config, data, clips, epochs_seen=seen)
+    assert seen == [1, 2, 3, 4] and result.resumed_from_epoch == 0  # from scratch
+    assert (tmp_path / "checkpoints" / "epoch-0002.pt.corrupt").exists()
+    assert Path(result.model_path).exists()
+
+
+def test_initial_weights_that_do_not_load_are_named_and_moved_aside(tmp_path: Path) -> None:
+    from audiotag.training.stage import InitWeightsError, train_stage
+    from tests.helpers.training import stage_job
+
+    config = tiny_config()
+    data, clips = synthetic_store()
+    noisy = run(tmp_path / "noisy", config, data, clips)
+    init = Path(noisy.model_path)
+    init.write_bytes(init.read_bytes()[:500])
+    job = stage_job(tmp_path / "curated", config, data, clips, "curated", 0, init_weights=init)
+    with pytest.raises(InitWeightsError, match=rf"{init}.* do not load .*model.pt.corrupt"):
+        train_stage(job)
+    assert not init.exists() and init.with_name("model.pt.corrupt").exists()
