@@ -42,6 +42,17 @@ def test_every_preset_validates_and_debug_is_one_epoch_per_stage() -> None:
     assert all(st.epochs == 1 and st.min_steps == 0 for st in debug.stages)
 
 
+def test_no_demo_stage_from_scratch_takes_only_a_few_steps_on_a_small_subset() -> None:
+    # 120 clips of a user's small noisy set: one pass a batch is 3 steps an epoch, and
+    # the stage ended at chance; every stage that starts from random weights has a floor.
+    for preset in ("demo", "demo_plus"):
+        for st in load_config(preset).stages:
+            if st.init is not None:
+                continue
+            steps = st.batches_per_epoch(120, from_scratch=True) * st.epochs
+            assert steps >= 150, (preset, st.name, steps)
+
+
 def test_the_plus_presets_add_a_selection_stage_after_their_base() -> None:
     for preset in ("plus", "demo_plus"):
         config = load_config(preset)
