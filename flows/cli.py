@@ -6,7 +6,6 @@ import argparse
 import errno
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     logging.getLogger("audiotag").setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     from flows.train import train_flow
 
     summary = train_flow(
