@@ -101,13 +101,19 @@ def readme_serving_example(port: int) -> str:
 
 
 def test_the_readme_serving_example_answers_strict_json_as_written(
-    workdir: Path, package: Path, vocab: tuple[str, ...], tmp_path: Path
+    workdir: Path,
+    package: Path,
+    vocab: tuple[str, ...],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     here = tmp_path / "checkout"  # what the README's commands expect in the current folder
     (here / ".venv").parent.mkdir()
     (here / ".venv").symlink_to(Path(sys.executable).parent.parent)
     tracking = start_parent(here / "demo-work", "run-1", {}, {})
+    capfd.readouterr()
     register_ensemble(tracking, package, vocab, 0.5)  # the first: champion
+    assert "Downloading artifacts" not in capfd.readouterr().err  # MLflow's bars: off
     # A demo-length clip: its base64 (470 KB) is over one argument's 128 KiB.
     write_tone(here / "demo-work" / "data" / "test" / "0a1b2c3d.wav", seconds=4.0)
     script = readme_serving_example(free_port())
