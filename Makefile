@@ -16,6 +16,10 @@ SERVER_DIR ?= server-data
 GPUS ?= 1
 POOL ?= audiotag-cpu
 API := http://127.0.0.1:$(PREFECT_PORT)/api
+# No Prefect telemetry notice (nor telemetry) from the server, deploy and worker;
+# `make worker DO_NOT_TRACK=0` keeps them.
+DO_NOT_TRACK ?= 1
+export DO_NOT_TRACK
 
 .PHONY: demo test format clean server deploy worker browser
 
@@ -43,7 +47,7 @@ browser:
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench
 
-# Prefect server and UI on 127.0.0.1:$(PREFECT_PORT), the MLflow tracking server and UI on
+# Prefect server and UI on 127.0.0.1:$(PREFECT_PORT) (the UI calls the API on that port), the MLflow tracking server and UI on
 # 127.0.0.1:$(MLFLOW_PORT) (runs and artifacts under $(SERVER_DIR)); Ctrl-C stops both.
 server: $(STAMP)
 	mkdir -p $(SERVER_DIR)
@@ -51,7 +55,7 @@ server: $(STAMP)
 		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
 		--artifacts-destination $(abspath $(SERVER_DIR))/mlartifacts & \
 	trap 'kill %1' EXIT INT TERM; \
-	PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_API_URL=$(API) \
 		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # Work pools, the `gpu` global concurrency limit (GPUS: the GPUs over all workers;

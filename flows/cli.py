@@ -6,9 +6,18 @@ import argparse
 import errno
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
+
+PURPOSE = "audiotag: train and use multi-label audio taggers (the FAT2019 recipe)."
+EXAMPLES = """\
+examples:
+  audiotag run --source demo --preset demo --workdir demo-work    # the demo, end to end
+  audiotag run --source data/ --set curated.cycles.0.epochs=20     # your own audio
+  audiotag config show demo                                        # every setting, its key
+  audiotag tag my-recordings/ --model demo-work                    # tag with the newest run
+  audiotag <command> --help                                        # a command's options
+"""
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -49,6 +58,34 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
 
 
+def _print_problems(err: ValueError) -> None:
+    """One ``audiotag:`` line per problem (a `ConfigError` has one per field)."""
+    for line in str(err).splitlines():
+        print(f"audiotag: {line}", file=sys.stderr)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from audiotag.config import load_config, parse_override
+    from audiotag.config.describe import describe_fields
+
+    try:
+        config = load_config(args.preset, dict(parse_override(o) for o in args.set))
+    except ValueError as err:
+        if args.debug:
+            raise
+        _print_problems(err)
+        return 2
+    rows = describe_fields(config)
+    key_w = max(len(r.key) for r in rows)
+    val_w = min(24, max(len(r.value) for r in rows))
+    print(f"preset {args.preset}: change a field with --set KEY=VALUE (a JSON value)\n")
+    print(f"{'KEY':<{key_w}}  {'VALUE':<{val_w}}  DESCRIPTION")
+    for r in rows:
+        value = r.value if len(r.value) <= val_w else r.value + "\n" + " " * (key_w + val_w + 4)
+        print(f"{r.key:<{key_w}}  {value:<{val_w}}  {r.description}".rstrip())
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from audiotag.sources.demo import write_demo_dataset
 
@@ -73,40 +110,72 @@ def check_run(source: str, workdir: str, preset: str, overrides: dict[str, Any])
     check_source(source, config)
 
 
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A status line on stdout, at once (none with --quiet)."""
+    if not args.quiet:
+        print(text, flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from audiotag.config import parse_override
 
+    _say(args, f"audiotag run: preset {args.preset}, source {args.source}, work dir {args.workdir}")
     try:
         overrides = dict(parse_override(o) for o in args.set)
         check_run(args.source, args.workdir, args.preset, overrides)
     except ValueError as err:  # settings that do not validate (UsageErrors go to main)
         if args.debug:
             raise
-        print(f"audiotag: {err}", file=sys.stderr)
+        _print_problems(err)
         return 2
     from audiotag.steps.workspace import Workspace
+    from flows.server import STARTUP_ENV, startup_failure, use_prefect_server
 
+    api = use_prefect_server(args.prefect_api)  # before prefect is imported: read once
+    if api:
+        _say(args, f"checked; running on the Prefect server at {api}")
+    else:
+        wait = os.environ[STARTUP_ENV]
+        _say(
+            args,
+            f"checked; starting Prefect's temporary server (up to {wait} s; "
+            "--prefect-api URL uses a running one)",
+        )
+    # --quiet: warnings and the final table; --verbose: every library's debug lines too.
+    level = "WARNING" if args.quiet else "DEBUG" if args.verbose else None
+    if level:
+        os.environ["PREFECT_LOGGING_LEVEL"] = level
     ws = Workspace.at(args.workdir)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(ws.results))
     os.environ.setdefault("MLFLOW_TRACKING_URI", ws.tracking_uri)
     # The temporary server's telemetry heartbeat fights the flow for its SQLite
     # file and logs 'database is locked' tracebacks; nothing is lost without it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's first-import telemetry notice (and its telemetry) in audiotag's runs;
+    # DO_NOT_TRACK=0 keeps them.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     # Library progress (a Kaggle download's bytes and rate) in the CLI and Prefect logs.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "audiotag")
     import logging
 
-    logging.getLogger("audiotag").setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+    logging.getLogger("audiotag").setLevel(
+        logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    )
     from flows.train import train_flow
 
-    summary = train_flow(
-        source=args.source,
-        workdir=str(ws.root),
-        preset=args.preset,
-        overrides=overrides,
-        dask_address=args.dask_address,
-    )
+    try:
+        summary = train_flow(
+            source=args.source,
+            workdir=str(ws.root),
+            preset=args.preset,
+            overrides=overrides,
+            dask_address=args.dask_address,
+        )
+    except RuntimeError as err:
+        failure = startup_failure(err)
+        if failure is None:
+            raise
+        raise failure from err
     _print_summary(summary)
     return 0
 
@@ -185,60 +254,157 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default at the end of its help (an option without a value, say
+    None, says its default in words there); descriptions and examples as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        # None, a flag's False and an empty list say nothing: the help says it in words.
+        quiet = default is None or default is False or default == [] or not action.option_strings
+        quiet = quiet or default is argparse.SUPPRESS
+        if "(default" in text or quiet:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field by its dotted key (JSON value), e.g. --set "
+        "noisy.batch_size=32 --set curated.cycles.0.epochs=3; repeatable; "
+        "`audiotag config show` lists the keys (default: the preset's values)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from audiotag import __version__
     from audiotag.config import PRESETS
 
-    parser = argparse.ArgumentParser(prog="audiotag", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="audiotag", description=PURPOSE, epilog=EXAMPLES, formatter_class=_Help
+    )
+    parser.add_argument("--version", action="version", version=f"audiotag {__version__}")
     parser.add_argument(
         "--debug",
         action="store_true",
         help="show the traceback of an expected error (by default: one line naming its cause)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo-data", help="write the synthetic demo dataset (FAT2019 layout)")
-    demo.add_argument("dir", help="output directory")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--scale", type=float, default=1.0, help="size multiplier")
-    demo.set_defaults(func=cmd_demo_data)
+    def command(name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog="examples:\n" + examples,
+            formatter_class=_Help,
+        )
 
-    run = sub.add_parser("run", help="train the 5-fold ensemble as a Prefect flow")
+    run = command(
+        "run",
+        "train the 5-fold ensemble as a Prefect flow",
+        "  audiotag run --source demo --preset demo --workdir demo-work\n"
+        "  audiotag run --source freesound-audio-tagging-2019.zip --preset reference\n"
+        "  audiotag run --source data/ --prefect-api http://127.0.0.1:4200/api\n",
+    )
     run.add_argument(
         "--source",
         default="demo",
-        help="'demo', 'kaggle' (through the kaggle client), a dataset directory "
-        "or the competition zip",
+        help="'demo' (synthetic), 'kaggle' (through the kaggle client), a dataset directory "
+        "in the FAT2019 layout or the competition zip",
     )
-    run.add_argument("--preset", default="demo", choices=list(PRESETS))
-    run.add_argument("--workdir", default="audiotag-work")
+    run.add_argument(
+        "--preset",
+        default="demo",
+        choices=list(PRESETS),
+        help="the named settings to start from (`audiotag config show PRESET` shows them)",
+    )
+    run.add_argument(
+        "--workdir",
+        default="audiotag-work",
+        help="where the data, features, models, runs and the MLflow store go",
+    )
     run.add_argument(
         "--dask-address",
-        help="train the folds on this Dask cluster (tcp://host:8786), one 'GPU' resource each",
+        metavar="ADDRESS",
+        help="train the folds on this Dask cluster (tcp://host:8786), one 'GPU' resource "
+        "each (default: on this machine, several folds at once)",
     )
     run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a preset field, e.g. --set noisy.batch_size=32 "
-        "--set curated.cycles.0.epochs=3 (repeatable)",
+        "--prefect-api",
+        metavar="URL",
+        help="run on this Prefect server (http://127.0.0.1:4200/api, as `make server` "
+        "starts) instead of a temporary one (default: $PREFECT_API_URL, else temporary)",
+    )
+    _add_set(run)
+    loud = run.add_mutually_exclusive_group()
+    loud.add_argument(
+        "--quiet", action="store_true", help="print only warnings, errors and the final table"
+    )
+    loud.add_argument(
+        "--verbose", action="store_true", help="also Prefect's and audiotag's debug lines"
     )
     run.set_defaults(func=cmd_run)
 
-    tag = sub.add_parser("tag", help="tag audio files or folders with a trained ensemble")
+    tag = command(
+        "tag",
+        "tag audio files or folders with a trained ensemble",
+        "  audiotag tag my-recordings/ --model demo-work\n"
+        "  audiotag tag a.flac b.ogg --model models:/audiotag@champion --format jsonl\n",
+    )
     tag.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     tag.add_argument(
         "--model",
         required=True,
-        help="a model package (runs/<run>/model), a model file, or a work dir",
+        help="a model package (runs/<run>/model), a model file, a work dir (its newest "
+        "run), or an MLflow model URI (models:/audiotag@champion)",
     )
-    tag.add_argument("--top-k", type=int, default=3, help="labels per file (default 3)")
-    tag.add_argument("--threshold", type=float, help="every label at or above this probability")
+    tag.add_argument("--top-k", type=int, default=3, help="labels per file")
+    tag.add_argument(
+        "--threshold",
+        type=float,
+        help="every label at or above this probability (default: the top-k labels)",
+    )
     tag.add_argument("--all", action="store_true", help="every label with its probability")
-    tag.add_argument("--format", default="table", choices=["table", "csv", "json", "jsonl"])
-    tag.add_argument("--output", help="write here instead of the terminal")
+    tag.add_argument(
+        "--format", default="table", choices=["table", "csv", "json", "jsonl"], help="output"
+    )
+    tag.add_argument("--output", help="write here (default: the terminal)")
     tag.add_argument("--device", default="cpu", help="cpu or cuda:N")
     tag.set_defaults(func=cmd_tag)
+
+    config = command(
+        "config",
+        "show a preset's settings: each field's dotted key, value and meaning",
+        "  audiotag config show demo\n"
+        "  audiotag config show reference --set curated.cycles.0.epochs=20\n",
+    )
+    config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = config_sub.add_parser(
+        "show",
+        help="print every field with its value, description and dotted key",
+        description="Every field of PRESET (with the overrides applied): the dotted key "
+        "that --set takes, its value as JSON and what it means.",
+        formatter_class=_Help,
+    )
+    show.add_argument("preset", nargs="?", default="demo", choices=list(PRESETS), help="preset")
+    _add_set(show)
+    show.set_defaults(func=cmd_config_show)
+
+    demo = command(
+        "demo-data",
+        "write the synthetic demo dataset (the competition's zip)",
+        "  audiotag demo-data demo-source/ --scale 0.5\n",
+    )
+    demo.add_argument("dir", help="output directory")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthesis")
+    demo.add_argument("--scale", type=float, default=1.0, help="size multiplier (clip counts)")
+    demo.set_defaults(func=cmd_demo_data)
     return parser
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from audiotag.config.describe import explain_validation_error
 from audiotag.config.settings import TrainConfig
 
 
@@ -168,7 +171,9 @@ def load_config(preset: str = "demo", overrides: dict[str, Any] | None = None) -
             ``stages.<index>``; ``stages.+`` appends a stage.
 
     Raises:
-        ValueError: unknown preset, or an override that does not validate.
+        ValueError: unknown preset, or an override that does not fit the settings'
+            tree; `ConfigError` (a ValueError) for settings that do not validate, one
+            line per problem naming the key, the value and what is allowed.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -178,7 +183,10 @@ def load_config(preset: str = "demo", overrides: dict[str, Any] | None = None) -
             _set_dotted(base, key, value)
         except (IndexError, KeyError, ValueError) as err:
             raise ValueError(f"override {key}={value!r} does not fit the config: {err}") from err
-    return TrainConfig.model_validate(base)
+    try:
+        return TrainConfig.model_validate(base)
+    except ValidationError as err:
+        raise explain_validation_error(err, base) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

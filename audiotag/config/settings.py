@@ -152,9 +152,11 @@ class StageSettings(_Frozen):
         description="The earlier stage whose fold-k weights fold k starts from (skipped "
         "stages are passed over); none: random weights.",
     )
-    cycles: tuple[CycleSettings, ...] = Field(min_length=1)
+    cycles: tuple[CycleSettings, ...] = Field(
+        min_length=1, description="Flat-then-cosine learning-rate cycles, in order."
+    )
     mixup: bool = Field(False, description="Mixup on training batches.")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, description="Clips per training batch.")
     pct_start: float = Field(0.75, gt=0, le=1, description="Share of a cycle at flat lr.")
     min_steps: int = Field(
         0,

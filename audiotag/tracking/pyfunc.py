@@ -4,8 +4,10 @@ Input: a DataFrame with, per row, ``audio`` (base64-encoded file bytes, any
 format soundfile reads) or ``path`` (a file on the server's disk, read only inside
 the folders the operator allowed). What is accepted and the limits:
 `audiotag.inference.serving`, set by ``AUDIOTAG_SERVE_*`` variables when the model
-loads. Output: one row per input row, always, with every label's probability, the
-top labels as text and an error (empty when the row was tagged).
+loads. Output: one row per input row, always: ``tags`` (the top three labels, a list
+of ``{"label", "probability"}`` as ``audiotag tag --format json`` writes them), ``error``
+(empty when the row was tagged) and every label's probability (null in an error row,
+so that the answer is strict JSON: MLflow writes a NaN as a bare ``NaN``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import BAD_REQUEST
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array, Object, Property
 
 from audiotag.features.audio import AudioReadError
 from audiotag.inference.serving import (
@@ -33,6 +36,8 @@ from audiotag.inference.serving import (
 from audiotag.inference.tagging import Ensemble, select
 
 NO_COLUMNS = "no row has an 'audio' or a 'path' column: nothing to tag"
+TOP_K = 3
+TAG = Object([Property("label", DataType.string), Property("probability", DataType.double)])
 
 
 def signature(vocab: tuple[str, ...]) -> ModelSignature:
@@ -40,8 +45,8 @@ def signature(vocab: tuple[str, ...]) -> ModelSignature:
         [ColSpec("string", "audio", required=False), ColSpec("string", "path", required=False)]
     )
     outputs = Schema(
-        [ColSpec("string", "tags"), ColSpec("string", "error")]
-        + [ColSpec("double", label) for label in vocab]
+        [ColSpec(Array(TAG), "tags"), ColSpec("string", "error")]
+        + [ColSpec("double", label, required=False) for label in vocab]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -97,17 +102,17 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
         by_row = dict(zip(feats, probs, strict=True))
         records = []
         for i in range(n_rows):  # each row is in feats or in errors: one answer each
-            p = by_row.get(i, np.full(len(ens.vocab), np.nan))
-            tags = (
-                ""
-                if i in errors
-                else ";".join(f"{label}:{q:.4f}" for label, q in select(p, ens.vocab, 3, None))
-            )
-            records.append(
-                {
-                    "tags": tags,
-                    "error": errors.get(i, ""),
-                    **dict(zip(ens.vocab, p.astype(float), strict=True)),
-                }
-            )
-        return pd.DataFrame.from_records(records, columns=["tags", "error", *ens.vocab])
+            records.append(answer_row(ens.vocab, by_row.get(i), errors.get(i, "")))
+        # object columns keep None as None (a float column would turn it back into NaN)
+        return pd.DataFrame(records, columns=["tags", "error", *ens.vocab], dtype=object)
+
+
+def answer_row(vocab: tuple[str, ...], probs: np.ndarray | None, error: str) -> dict[str, Any]:
+    """One answer: the top labels, the error, each label's probability (None without)."""
+    if probs is None:
+        return {"tags": [], "error": error, **dict.fromkeys(vocab)}
+    tags = [
+        {"label": label, "probability": round(float(q), 6)}
+        for label, q in select(probs, vocab, TOP_K, None)
+    ]
+    return {"tags": tags, "error": error, **dict(zip(vocab, map(float, probs), strict=True))}

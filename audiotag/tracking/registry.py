@@ -86,6 +86,16 @@ def _tracking_uri_while(uri: str) -> Iterator[None]:
             os.environ[ENV_TRACKING_URI] = before
 
 
+# MLflow draws a "Downloading artifacts" bar for every model it logs or loads; in
+# audiotag's terminal and logs they are noise (a few small files, read in a second).
+QUIET_ARTIFACTS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def _quiet_artifact_bars() -> None:
+    """No artifact bars in this process, unless the user asked for them."""
+    os.environ.setdefault(QUIET_ARTIFACTS_ENV, "false")
+
+
 def vocab_hash(vocab: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join(vocab).encode()).hexdigest()[:16]
 
@@ -107,6 +117,7 @@ def register_ensemble(
     files equal those of a registered version (every fold from the cache) is not
     registered again: that version is returned.
     """
+    _quiet_artifact_bars()
     client = MlflowClient(tracking.uri)
     digest = package_digest(package)
     same = client.search_model_versions(
@@ -159,6 +170,7 @@ def load_ensemble(uri: str) -> Ensemble:
     Raises:
         FileNotFoundError: MLflow has no such model, version, alias or run.
     """
+    _quiet_artifact_bars()
     try:
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as err:

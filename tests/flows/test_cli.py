@@ -8,6 +8,7 @@ import pytest
 from audiotag.steps.preflight import MIN_FREE_ENV
 from flows.cli import main
 from tests.helpers.layouts import curated_clips, write_csv, write_layout
+from tests.helpers.prefect_server import free_port
 from tests.helpers.workdirs import read_only_dir
 
 
@@ -33,7 +34,9 @@ def test_demo_data_writes_the_competition_zip(tmp_path: Path, capsys) -> None:
 VOCAB = ("Bark", "Meow")
 
 
-def _run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+def _run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, float]:
     """``audiotag ARGS`` in a new process: (exit code, stderr, seconds from its start)."""
     import os
     import subprocess
@@ -48,7 +51,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, f
         text=True,
         cwd=root,
         env={**os.environ, **(env or {})},
-        timeout=60,
+        timeout=timeout,
     )
     return out.returncode, out.stderr, time.monotonic() - start
 
@@ -64,6 +67,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, f
         ("full disk", r"MB free, a run needs at least"),
         ("tracking store unopenable", r"is a directory, not an SQLite file"),
         ("override without =", r"override 'seed' is not KEY=VALUE"),
+        ("no Prefect server at --prefect-api", r"no Prefect server answers at http://127"),
     ],
 )
 def test_a_run_that_cannot_succeed_fails_in_seconds_with_one_line(
@@ -89,6 +93,8 @@ def test_a_run_that_cannot_succeed_fails_in_seconds_with_one_line(
         (work / "mlflow.db").mkdir(parents=True)
     elif case == "override without =":
         args += ["--set", "seed"]
+    elif case == "no Prefect server at --prefect-api":
+        args += ["--prefect-api", f"http://127.0.0.1:{free_port()}/api"]  # nothing listens
     code, err, seconds = _run_cli(*args, env=env)
     assert code == 2, err
     assert re.search(cause, err), err
@@ -113,3 +119,111 @@ def test_debug_shows_the_traceback_of_an_expected_error(isolated_env: Path) -> N
     argv = ["--debug", "run", "--source", str(isolated_env / "nowhere")]
     with pytest.raises(UsageError, match="no such file or directory"):
         main([*argv, "--workdir", str(isolated_env / "work")])
+
+
+@pytest.mark.slow
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line_naming_the_fix(
+    isolated_env: Path,
+) -> None:
+    """A busy machine, made certain: Prefect may wait 0 s for its temporary server."""
+    import os
+    import subprocess
+    import sys
+
+    from flows.server import STARTUP_ENV
+
+    work = isolated_env / "work"
+    args = ["run", "--source", "demo", "--preset", "debug", "--workdir", str(work)]
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, STARTUP_ENV: "0"},
+        timeout=240,
+    )
+    code, err = done.returncode, done.stderr
+    assert code == 2, err
+    # What it does is said before the slow part (Prefect's import and start).
+    said = done.stdout.splitlines()
+    assert said[0] == f"audiotag run: preset debug, source demo, work dir {work}"
+    assert said[1].startswith("checked; starting Prefect's temporary server (up to 0 s")
+    assert "Traceback" not in err, err
+    (line,) = [x for x in err.splitlines() if x.startswith("audiotag:")]
+    assert "temporary server did not answer within 0 s" in line
+    assert f"raise {STARTUP_ENV}" in line and "--prefect-api http://" in line
+    assert "PREFECT_API_URL" in line
+    assert not (work / "data").exists()
+
+
+# --- the CLI in the ecosystem's habits: --version, help with defaults, config show ---
+
+
+def test_version_prints_the_package_version(capsys) -> None:
+    from audiotag import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"audiotag {__version__}"
+
+
+def _commands(parser, name: str = "") -> dict:
+    """``{"run": parser, "config show": parser, ...}``: every (sub)command's parser."""
+    import argparse
+
+    found = {name: parser} if name else {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                found.update(_commands(sub, f"{name} {sub_name}".strip()))
+    return found
+
+
+def test_help_is_a_purpose_with_examples_and_every_option_shows_its_default() -> None:
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    top = parser.format_help()
+    assert "audiotag: train and use multi-label audio taggers" in top
+    assert "examples:\n  audiotag run --source demo" in top
+    assert "entry layer" not in top  # the module's docstring is for developers
+    commands = {"": parser, **_commands(parser)}
+    assert {"run", "tag", "config", "config show", "demo-data"} <= set(commands)
+    for name, command in commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.dest in ("help", "version"):
+                continue
+            if action.const is True or action.required:  # a flag: off unless given
+                continue
+            text = formatter._get_help_string(action) % vars(action)
+            assert "(default:" in text, f"audiotag {name} {action.option_strings[0]}: {text}"
+
+
+def test_config_show_prints_every_field_with_its_key_value_and_description(capsys) -> None:
+    from audiotag.config import load_config
+    from audiotag.config.describe import describe_fields
+
+    assert main(["config", "show", "debug", "--set", "curated.cycles.0.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[3:]}
+    for row in describe_fields(load_config("debug")):
+        assert row.key in lines and row.description.split()[0] in lines[row.key], row.key
+    assert lines["curated.cycles.0.epochs"].split()[1] == "3"
+    assert "Epochs in this cycle. [> 0]" in lines["curated.cycles.0.epochs"]
+
+
+def test_bad_values_are_one_line_each_naming_the_key_the_value_and_the_range(
+    tmp_path: Path, capsys
+) -> None:
+    args = ["run", "--workdir", str(tmp_path / "w"), "--set", "curated.cycles.0.epochs=-1"]
+    assert main([*args, "--set", "augment.lighting_p=2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err) == [
+        "audiotag: augment.lighting_p=2: should be less than or equal to 1",
+        "audiotag: curated.cycles.0.epochs=-1: should be greater than 0",
+    ]
+    assert main(["config", "show", "--set", "model.depth=3"]) == 2
+    assert capsys.readouterr().err == (
+        "audiotag: model.depth: no such setting (`audiotag config show` lists them)\n"
+    )

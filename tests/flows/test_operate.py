@@ -30,7 +30,7 @@ OVERRIDES = {"curated.cycles.0.lr": 2e-3}  # a dotted key, as the form's field t
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`prefect server start` on 127.0.0.1 with its own home and port, deployed to."""
+    """`make server` on its own ports (Prefect's and MLflow's) and home, deployed to."""
     tmp = tmp_path_factory.mktemp("operate")
     port = free_port()
     env = {
@@ -41,12 +41,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env.update(
         PREFECT_HOME=str(tmp / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",  # what the UI's pages call
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
+    make = ["make", "-C", str(ROOT), "-o", ".venv/.installed", "server"]  # -o: no install
+    make += [f"PREFECT_PORT={port}", f"MLFLOW_PORT={free_port()}", f"SERVER_DIR={tmp / 'srv'}"]
     proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        make,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -63,6 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
         time.sleep(1)
+    # The UI's pages call the API on the port asked for (they called 4200 before).
+    assert httpx.get(f"http://127.0.0.1:{port}/ui-settings").json()["api_url"] == api
     env["PREFECT_API_URL"] = api
     srv = Server(api, f"http://127.0.0.1:{port}", env, tmp)
     try:
@@ -225,19 +228,26 @@ def test_dask_cluster_gives_the_same_fold_scores(
     from flows.train import train_flow
 
     for k, v in server.env.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, v)  # the Dask workers' processes read them when they start
     monkeypatch.setenv("AUDIOTAG_CPU_THREADS", "1")  # the workers inherit it
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = runs["params"]("work-dask")
     params["options"] = TrainOptions(**OPTIONS)
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-        resources={"GPU": 1},
-    ) as cluster:
+    with (
+        server.in_this_process(),  # else the flow would start a temporary server
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            resources={"GPU": 1},
+        ) as cluster,
+    ):
         summary = train_flow(**params, dask_address=cluster.scheduler_address)
+    with server.http() as c:  # the run is on this server, not on a temporary one
+        name = summary["run_name"].split("-", 2)[2]
+        found = c.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}})
+    assert [r["state"]["type"] for r in found.json()] == ["COMPLETED"]
     metrics = _parent_metrics(server.tmp / "work-b", runs["b"])
     assert len(summary["folds"]) == 5
     for f in summary["folds"]:
@@ -282,6 +292,7 @@ def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
 def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import contextvars
     import threading
 
     from tasks.training import gpu_slot
@@ -309,14 +320,21 @@ def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
             return c.get("/v2/concurrency_limits/gpu").json()["active_slots"]
 
     try:
-        threads = [threading.Thread(target=fold, args=(f"g{i}", "cuda:0")) for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert [e for e in events if e[0] == "peers"] == [("peers", "")] * 3
-        with gpu_slot("cpu"):
-            assert active_slots() == 0
+        with server.in_this_process():  # the slots of this server's limit, not a temporary one
+            # A new thread starts without the block's settings: each runs in a copy of them.
+            threads = [
+                threading.Thread(
+                    target=contextvars.copy_context().run, args=(fold, f"g{i}", "cuda:0")
+                )
+                for i in range(3)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert [e for e in events if e[0] == "peers"] == [("peers", "")] * 3
+            with gpu_slot("cpu"):
+                assert active_slots() == 0
     finally:
         with server.http() as c:
             c.delete("/v2/concurrency_limits/gpu")

@@ -94,6 +94,16 @@ def served_model(
         server.wait(timeout=30)
 
 
+def _refuse_constant(constant: str) -> None:
+    raise ValueError(f"not JSON: a bare {constant}")
+
+
+def strict_json(text: str | bytes) -> object:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (Python's
+    json accepts them; JSON, and most clients, do not)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def invoke(base: str, records: list[dict]) -> tuple[int, dict]:
     """POSTs ``{"dataframe_records": records}`` to a served model: ``(status, reply)``."""
     import urllib.error
@@ -106,6 +116,6 @@ def invoke(base: str, records: list[dict]) -> tuple[int, dict]:
     )
     try:
         with urllib.request.urlopen(req, timeout=60) as reply:
-            return reply.status, json.loads(reply.read())
+            return reply.status, strict_json(reply.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+        return err.code, strict_json(err.read() or b"{}")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,19 @@ class Server:
     ui: str
     env: dict[str, str]
     tmp: Path
+
+    def in_this_process(self) -> AbstractContextManager[object]:
+        """Prefect in this test process talks to this server while the block runs.
+
+        Prefect read its settings when it was imported: a ``PREFECT_API_URL`` set in
+        the environment later is not seen, and a flow or a concurrency slot would start
+        (or use) a temporary server of its own instead.
+        """
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        return temporary_settings(
+            updates={PREFECT_API_URL: self.api, PREFECT_HOME: self.env["PREFECT_HOME"]}
+        )
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, timeout=30)

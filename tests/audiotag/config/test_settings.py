@@ -59,7 +59,7 @@ def test_a_selection_stage_takes_the_defaults() -> None:
         ({"noisy_selection": {"min_lwlrap": 1.5}}, "less than or equal to 1"),
         ({"noisy_selection": {"max_per_label": 0}}, "greater than or equal to 1"),
         ({"noisy_selection": {"relabel_min_prob": 0}}, "greater than 0"),
-        ({"noisy_selection": {"threshold": 0.5}}, "Extra inputs"),
+        ({"noisy_selection": {"threshold": 0.5}}, "threshold: no such setting"),
         ({"bootstrap_beta": 0}, "greater than 0"),
         ({"loss": "focal"}, "soft_bootstrap"),
     ],

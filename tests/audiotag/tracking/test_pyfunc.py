@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import math
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +22,7 @@ from audiotag.inference.serving import (
 from audiotag.inference.tagging import Ensemble
 from audiotag.tracking.pyfunc import NO_COLUMNS, AudiotagModel, signature
 from tests.helpers.audio import write_tone
+from tests.helpers.flows import strict_json
 
 
 def test_the_signature_takes_audio_or_a_path_and_gives_tags_an_error_and_each_label() -> None:
@@ -31,7 +32,10 @@ def test_the_signature_takes_audio_or_a_path_and_gives_tags_an_error_and_each_la
         ("path", "string", False),
     ]
     assert sig.outputs.input_names() == ["tags", "error", "Bark", "Run"]
-    assert [c.type.name for c in sig.outputs.inputs] == ["string", "string", "double", "double"]
+    tags, error, *labels = sig.outputs.inputs
+    assert tags.type.to_dict()["items"]["properties"].keys() == {"label", "probability"}
+    assert error.type.name == "string"
+    assert [(c.type.name, c.required) for c in labels] == [("double", False)] * 2
 
 
 def _loaded(package: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> AudiotagModel:
@@ -78,11 +82,28 @@ def test_each_row_is_tagged_from_its_bytes_or_its_path_or_gets_its_error(
     expected = ens.predict([ens.features(tone)])[0]
     for i in (0, 1):  # the same audio, sent or on disk: the same probabilities
         np.testing.assert_allclose(out.loc[i, list(vocab)].to_numpy(float), expected, rtol=1e-6)
-        labels = [t.split(":")[0] for t in out.loc[i, "tags"].split(";")]
-        assert sorted(labels) == sorted(vocab)  # top 3 of two labels: both
+        tags = out.loc[i, "tags"]
+        assert sorted(t["label"] for t in tags) == sorted(vocab)  # top 3 of two labels: both
+        assert tags[0]["probability"] == pytest.approx(expected.max(), abs=1e-6)
     for i in range(2, 6):
-        assert out.loc[i, "tags"] == ""
-        assert all(math.isnan(out.loc[i, label]) for label in vocab)
+        assert out.loc[i, "tags"] == []
+        assert all(out.loc[i, label] is None for label in vocab)
+
+
+def test_the_answer_as_mlflow_writes_it_is_strict_json_with_null_for_error_rows(
+    package: Path, vocab: tuple[str, ...], tone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    model = _loaded(package, monkeypatch)
+    sent = base64.b64encode(tone.read_bytes()).decode()
+    out = model.predict(None, pd.DataFrame({"audio": [sent, "not base64!"]}))
+    text = io.StringIO()
+    predictions_to_json(out, text)
+    good, bad = strict_json(text.getvalue())["predictions"]
+    assert [t["label"] for t in good["tags"]] == sorted(vocab, key=lambda lb: -good[lb])
+    assert all(isinstance(good[label], float) for label in vocab)
+    assert bad["tags"] == [] and bad["error"] and all(bad[lb] is None for lb in vocab)
 
 
 def test_by_default_only_sent_bytes_are_tagged(
@@ -124,7 +145,27 @@ def test_every_row_gets_one_answer_and_no_error_names_an_object(
         out["error"].tolist()
         == ["request refused: 5 rows; the limit is 4 (AUDIOTAG_SERVE_MAX_ROWS)"] * 5
     )
-    assert (out["tags"] == "").all()
+    assert all(t == [] for t in out["tags"])
     # MLflow drops unknown columns: a request with nothing else has lost its rows.
     with pytest.raises(MlflowException, match=NO_COLUMNS):
         model.predict(None, pd.DataFrame(index=range(2)))
+
+
+def test_loading_the_served_model_warns_of_nothing() -> None:
+    """fastai's torch.jit FutureWarning (on every tag, serve and worker) is not printed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error::FutureWarning",
+            "-c",
+            "import audiotag.tracking.serving_model",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,8 @@ from audiotag.tracking.registry import register_ensemble
 from audiotag.tracking.runs import start_parent
 from tests.helpers.audio import write_tone
 from tests.helpers.fifo import WatchedFifo
-from tests.helpers.flows import invoke, served_model
+from tests.helpers.flows import invoke, served_model, strict_json
+from tests.helpers.prefect_server import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +73,9 @@ def test_the_served_model_opens_no_path_outside_its_folders_and_refuses_alike(
     assert status == 200
     rows = reply["predictions"]
     assert len(rows) == len(records)  # one answer per row, whatever it sent
-    assert rows[0]["error"] == "" and rows[0]["tags"].count(":") == 2
+    assert rows[0]["error"] == "" and len(rows[0]["tags"]) == 2
     for row in rows[1 : 1 + len(refused)]:
-        assert row["error"] == PATH_REFUSED and row["tags"] == ""
+        assert row["error"] == PATH_REFUSED and row["tags"] == []
     n = 1 + len(refused)
     assert [r["error"] for r in rows[n:]] == [
         f"row {n}: 3.0 s long; the limit is 2 s",
@@ -82,3 +88,53 @@ def test_the_served_model_opens_no_path_outside_its_folders_and_refuses_alike(
         "request refused: 17 rows; the limit is 16 (AUDIOTAG_SERVE_MAX_ROWS)"
     }
     assert only_unknown == 400 and NO_COLUMNS in lost["message"]
+
+
+def readme_serving_example(port: int) -> str:
+    """The README's serving example (the first block under "Serving over HTTP"), its
+    port changed to ``port``."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Serving over HTTP") :]
+    block = section.split("```\n", 2)[1]
+    assert "-p 5001" in block and "--data-binary @body.json" in block
+    return block.replace("5001", str(port))
+
+
+def test_the_readme_serving_example_answers_strict_json_as_written(
+    workdir: Path,
+    package: Path,
+    vocab: tuple[str, ...],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    here = tmp_path / "checkout"  # what the README's commands expect in the current folder
+    (here / ".venv").parent.mkdir()
+    (here / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    tracking = start_parent(here / "demo-work", "run-1", {}, {})
+    capfd.readouterr()
+    register_ensemble(tracking, package, vocab, 0.5)  # the first: champion
+    assert "Downloading artifacts" not in capfd.readouterr().err  # MLflow's bars: off
+    # A demo-length clip: its base64 (470 KB) is over one argument's 128 KiB.
+    write_tone(here / "demo-work" / "data" / "test" / "0a1b2c3d.wav", seconds=4.0)
+    script = readme_serving_example(free_port())
+    out, err = here / "stdout", here / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        shell = subprocess.Popen(
+            ["bash", "-e", "-c", script],
+            cwd=here,
+            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # the backgrounded server is in its group, stopped below
+        )
+        try:
+            assert shell.wait(timeout=240) == 0, err.read_text()[-3000:]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shell.pid, signal.SIGTERM)
+
+    assert len((here / "body.json").read_bytes()) > 128 * 1024
+    (row,) = strict_json(out.read_text())["predictions"]
+    assert row["error"] == ""
+    assert [t["label"] for t in row["tags"]] == sorted(vocab, key=lambda lb: -row[lb])
+    assert all(0.0 <= row[label] <= 1.0 for label in vocab)
