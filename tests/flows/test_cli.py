@@ -70,7 +70,7 @@ def _run_cli(
         ("no Prefect server at --prefect-api", r"no Prefect server answers at http://127"),
     ],
 )
-def test_a_run_that_cannot_succeed_fails_in_seconds_with_one_line(
+def test_a_run_that_cannot_succeed_fails_before_any_work_with_one_line(
     isolated_env: Path, case: str, cause: str
 ) -> None:
     data, work = isolated_env / "data", isolated_env / "work"
@@ -95,12 +95,14 @@ def test_a_run_that_cannot_succeed_fails_in_seconds_with_one_line(
         args += ["--set", "seed"]
     elif case == "no Prefect server at --prefect-api":
         args += ["--prefect-api", f"http://127.0.0.1:{free_port()}/api"]  # nothing listens
-    code, err, seconds = _run_cli(*args, env=env)
+    code, err, _ = _run_cli(*args, env=env)
     assert code == 2, err
     assert re.search(cause, err), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("audiotag: ")
-    assert seconds < 5, f"{case}: {seconds:.1f}s"
+    # Refused before any work: no Prefect server was started (it logs to stderr), nothing
+    # of the run was written. (Seconds are measured in the note, not asserted here.)
+    assert "Starting temporary server" not in err
     assert not (work / "data").exists() and not (work / "metadata.parquet").exists()
 
 
