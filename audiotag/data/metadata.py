@@ -28,6 +28,7 @@ from audiotag.features.audio import (
     open_regular_file,
     sndfile_problem,
 )
+from audiotag.stopping import check_stop
 from audiotag.storage import write_parquet_atomic
 
 UNLISTED_ERROR = "unlisted: no CSV names this file"
@@ -225,6 +226,7 @@ def extract_metadata(
 
     def work(job: tuple[int, str, str, tuple[str, ...]]) -> tuple[int, dict]:
         i, fname, subset, labels = job
+        check_stop("extracting metadata")
         return i, describe_file(data_dir, fname, subset, labels, silence_top_db)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
