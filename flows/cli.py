@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -156,13 +157,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # Library progress (a Kaggle download's bytes and rate) in the CLI and Prefect logs.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "audiotag")
-    import logging
-
     logging.getLogger("audiotag").setLevel(
         logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     )
+    from audiotag.stopping import stop_requested
     from flows.train import train_flow
 
+    try:
+        start_server_deaf_to_ctrl_c()
+    except RuntimeError as err:
+        failure = startup_failure(err)
+        if failure is None:
+            raise
+        raise failure from err
+    stop_on_interrupt()
+    quiet_stop_tracebacks()
     try:
         summary = train_flow(
             source=args.source,
@@ -171,13 +180,91 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=overrides,
             dask_address=args.dask_address,
         )
-    except RuntimeError as err:
-        failure = startup_failure(err)
+    except Exception as err:
+        if stop_requested():
+            print(RESUME_LINE, file=sys.stderr)
+            return INTERRUPTED
+        failure = startup_failure(err)  # the temporary server, if it died mid-run
         if failure is None:
             raise
         raise failure from err
     _print_summary(summary)
     return 0
+
+
+# The exit status of a program stopped by SIGINT (128 + 2), as shells report it.
+INTERRUPTED = 130
+RESUME_LINE = (
+    "audiotag: stopped (Ctrl-C). To resume, run the same command again: finished folds "
+    "come from the cache, a stopped fold continues from its last checkpoint"
+)
+
+
+def stop_on_interrupt() -> None:
+    """Ctrl-C asks the run to stop: running folds stop before their next batch, and the
+    run ends with `RESUME_LINE`. A second Ctrl-C exits at once (the checkpoints are
+    written atomically, so nothing half-written is left to trust)."""
+    import signal
+
+    from audiotag.stopping import request_stop, stop_requested
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop_requested():
+            print(RESUME_LINE, file=sys.stderr, flush=True)
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().stop()  # exiting at once skips the atexit that would
+            os._exit(INTERRUPTED)
+        request_stop()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
+def start_server_deaf_to_ctrl_c() -> None:
+    """Starts the run's temporary Prefect server (when no API URL is set) so that Ctrl-C
+    does not reach it.
+
+    A terminal sends Ctrl-C's SIGINT to the whole foreground process group, the server
+    Prefect starts among it: the server shut down at once and the stopping flow hung on
+    its API. The server is started here, as the flow would start it, with SIGINT blocked
+    in this thread: a child inherits the blocked mask, and the server's own handlers never
+    see the signal. It still stops on SIGTERM at exit.
+    """
+    import signal
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class _DropStopTraceback(logging.Filter):
+    """A stopped fold's failure is logged as its one line, without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from audiotag.stopping import StopRequested
+
+        if record.exc_info and isinstance(record.exc_info[1], StopRequested):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_stop_tracebacks() -> None:
+    """Puts `_DropStopTraceback` on every handler of Prefect's loggers (once configured)."""
+    loggers = [logging.getLogger()] + [
+        lg
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and name.split(".")[0] == "prefect"
+    ]
+    for handler in {h for lg in loggers for h in lg.handlers}:
+        if not any(isinstance(f, _DropStopTraceback) for f in handler.filters):
+            handler.addFilter(_DropStopTraceback())
 
 
 def _write_tags(rows: list, fmt: str, out: Any) -> None:

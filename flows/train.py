@@ -19,6 +19,7 @@ from audiotag.steps.baseline import BaselineResult, verdict
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult
 from audiotag.steps.training import plan_stages
+from audiotag.stopping import StopRequested, stop_requested
 from audiotag.tracking.runs import Tracking
 from audiotag.training.stage import StageResult
 from tasks.baseline import baseline_task
@@ -88,6 +89,8 @@ def _train_folds(
             for k, f in by_fold.items()
             if not f.state.is_completed()
         ] + [f"{stage}-fold-{k + 1}" for stage in unstarted for k in folds]
+        if names and stop_requested():
+            raise StopRequested(f"stopped on request; folds not finished: {', '.join(names)}")
         if names:
             raise FoldsFailed(
                 f"folds did not complete: {', '.join(names)}; re-run the flow "

@@ -22,6 +22,7 @@ from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.keys import fold_model_path, fold_result_key
 from audiotag.steps.training import train_fold
 from audiotag.steps.workspace import Workspace
+from audiotag.stopping import stop_requested
 from audiotag.storage import file_digest
 from audiotag.tracking.runs import (
     Tracking,
@@ -147,6 +148,11 @@ def _init_learned(name: str, init: StageResult | None, margin: float) -> bool:
     return False
 
 
+def _retry_unless_stopped(task: Task, task_run: Any, state: Any) -> bool:
+    """A fold is retried unless the run was asked to stop (Ctrl-C)."""
+    return not stop_requested()
+
+
 # A retry continues from the fold's last finished epoch, so it costs at most one epoch.
 # No tags: Prefect leases tag concurrency slots through the API for every tagged task
 # run, one request at a time, which held the folds' start back by ~2 s per flow run.
@@ -156,6 +162,7 @@ def _init_learned(name: str, init: StageResult | None, margin: float) -> bool:
     cache_policy=FOLD_CACHE,
     retries=1,
     retry_delay_seconds=10,
+    retry_condition_fn=_retry_unless_stopped,
 )
 def train_stage_fold(
     workdir: str,

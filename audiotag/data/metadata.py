@@ -6,7 +6,6 @@ The rows' schema is `audiotag.data.schemas.METADATA_SCHEMA`.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,20 +14,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
 
 from audiotag.config import SILENCE_TOP_DB
 from audiotag.data.layout import AUDIO_DIRS, SUBSETS, LabelledFile, read_subset
 from audiotag.data.schemas import METADATA_SCHEMA
 from audiotag.features.audio import (
+    BLOCK_FRAMES,
     NO_SUCH_FILE,
     AudioReadError,
+    SilenceScan,
     check_regular_file,
-    find_nonsilent,
+    open_audio,
     open_regular_file,
-    read_audio,
     sndfile_problem,
 )
+from audiotag.stopping import check_stop
 from audiotag.storage import write_parquet_atomic
 
 UNLISTED_ERROR = "unlisted: no CSV names this file"
@@ -86,8 +86,12 @@ def describe_file(
     subset: str,
     labels: Iterable[str],
     silence_top_db: float = SILENCE_TOP_DB,
+    block_frames: int = BLOCK_FRAMES,
 ) -> dict:
     """One metadata row; read errors are recorded in ``error``, never raised.
+
+    The file is read in blocks (hashed, then decoded ``block_frames`` at a time), so a
+    long recording takes a block's memory, not its length's.
 
     Args:
         data_dir: the dataset directory (FAT2019 layout).
@@ -96,6 +100,7 @@ def describe_file(
         labels: the file's labels from its CSV.
         silence_top_db: frames this many dB below the loudest are silence; the
             flow passes ``config.mel.silence_top_db``. Recorded in the row.
+        block_frames: audio frames decoded at a time.
     """
     row = _empty_row(fname, subset, labels)
     try:
@@ -106,32 +111,40 @@ def describe_file(
     row.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
     try:
         with open_regular_file(path) as f:
-            raw = f.read()
-        row["sha1"] = hashlib.sha1(raw).hexdigest()
-        info = sf.info(io.BytesIO(raw))
-        row.update(
-            sample_rate=int(info.samplerate),
-            channels=int(info.channels),
-            sample_format=str(info.subtype),
-        )
-        samples, sr = read_audio(path)
+            row["sha1"] = hashlib.file_digest(f, "sha1").hexdigest()
+        scan, sr = _scan_file(path, row, block_frames)
     except AudioReadError as err:
         row["error"] = err.problem
         return row
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+    except OSError as err:
         row["error"] = f"unreadable audio ({sndfile_problem(err)})"
         return row
-    intervals = find_nonsilent(samples, silence_top_db)
+    intervals = scan.nonsilent(silence_top_db)
     row.update(
-        frames=len(samples),
-        duration=len(samples) / sr,
-        peak_db=_db(float(np.abs(samples).max())),
-        rms_db=_db(float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))),
+        frames=scan.length,
+        duration=scan.length / sr,
+        peak_db=_db(scan.peak),
+        rms_db=_db(scan.rms),
         nonsilent=[{"start": int(s), "end": int(e)} for s, e in intervals],
         nonsilent_duration=float((intervals[:, 1] - intervals[:, 0]).sum() / sr),
         silence_top_db=float(silence_top_db),
     )
     return row
+
+
+def _scan_file(path: Path, row: dict, block_frames: int) -> tuple[SilenceScan, int]:
+    """Decodes a file in blocks into a `SilenceScan`; its header's facts go into ``row``
+    first (a file whose header reads and whose audio does not keeps them)."""
+    with open_audio(path) as audio:
+        row.update(
+            sample_rate=audio.samplerate,
+            channels=int(audio.channels),
+            sample_format=str(audio.subtype),
+        )
+        scan = SilenceScan()
+        for block in audio.blocks(block_frames):
+            scan.add(block)
+    return scan, audio.samplerate
 
 
 def _is_reusable(prev: dict | None, data_dir: Path, item: LabelledFile, top_db: float) -> bool:
@@ -213,6 +226,7 @@ def extract_metadata(
 
     def work(job: tuple[int, str, str, tuple[str, ...]]) -> tuple[int, dict]:
         i, fname, subset, labels = job
+        check_stop("extracting metadata")
         return i, describe_file(data_dir, fname, subset, labels, silence_top_db)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

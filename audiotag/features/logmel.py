@@ -16,6 +16,7 @@ range (``top_db``) is applied per crop, with `clamp_top_db`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,11 +27,11 @@ from torch import nn
 
 from audiotag.config import MelSettings
 from audiotag.features.audio import (
-    SENT_AUDIO,
+    BLOCK_FRAMES,
     AudioReadError,
-    find_nonsilent,
-    read_audio,
-    remove_silence,
+    SilenceScan,
+    cut_silence,
+    open_audio,
 )
 
 # Power below this reads as digital silence: FLOOR_DB = 10 * log10(POWER_FLOOR).
@@ -82,8 +83,12 @@ def _logmel(
     n_fft: int,
     hop_length: int,
     win_length: int,
+    center: bool = True,
 ) -> torch.Tensor:
-    """The computation `log_mel_spectrogram` and `LogMel` share: ``(..., samples)`` in."""
+    """The computation `log_mel_spectrogram` and `LogMel` share: ``(..., samples)`` in.
+
+    ``center=False``: the wave is already padded (a block with its context, `_FrameStream`).
+    """
     if wave.dim() == 0 or wave.shape[-1] == 0:
         raise ValueError(f"need a waveform of shape (..., samples), got {tuple(wave.shape)}")
     # torch.stft takes (samples,) or (batch, samples) only.
@@ -95,7 +100,7 @@ def _logmel(
         hop_length,
         win_length,
         window,
-        center=True,
+        center=center,
         pad_mode="constant",
         return_complex=True,
     )
@@ -167,6 +172,13 @@ class LogMel(nn.Module):
             wave, self.window, self.fb, self.mel.n_fft, self.mel.hop_length, self.mel.win_length
         )
 
+    def frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """The frames lying wholly inside ``wave`` (no centring pad), ``(n_mels, frames)``."""
+        mel = self.mel
+        return _logmel(
+            wave, self.window, self.fb, mel.n_fft, mel.hop_length, mel.win_length, center=False
+        )
+
 
 def clamp_top_db(x: torch.Tensor, top_db: float) -> torch.Tensor:
     """Clamps each item to ``top_db`` below its own maximum.
@@ -206,18 +218,126 @@ def resample(samples: np.ndarray, sr: int, target: int) -> torch.Tensor:
     return torch.from_numpy(soxr.resample(samples, sr, target, quality="HQ").astype(np.float32))
 
 
+class _Resampler:
+    """Resamples a signal fed in blocks; the output equals `resample` of the whole signal.
+
+    soxr streams by itself. torchaudio's resampler is a strided convolution whose output
+    group ``m`` (``target / gcd`` samples) reads the input from ``m * (sr / gcd) - width``
+    to ``(m + 1) * (sr / gcd) + width``: each block is resampled with enough input before
+    and after it, and only the groups whose whole input it had are kept.
+    """
+
+    def __init__(self, sr: int, target: int) -> None:
+        self.sr, self.target = sr, target
+        g = math.gcd(sr, target)
+        self.o, self.n = sr // g, target // g
+        self.length = 0
+        self._soxr = None
+        if sr != target and max(self.o, self.n) > _MAX_POLYPHASE:
+            import soxr
+
+            self._soxr = soxr.ResampleStream(sr, target, 1, dtype="float32", quality="HQ")
+        # torchaudio's filter half-width (lowpass_filter_width 6, rolloff 0.99), in input
+        # samples; the input kept before the next group, a whole number of groups.
+        width = math.ceil(6 * self.o / (min(self.o, self.n) * 0.99))
+        self._context = (math.ceil(width / self.o) + 1) * self.o
+        self._width = width
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_group = 0  # the group whose input starts the buffer
+        self._next = 0  # the next output group
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """The output that the input so far determines."""
+        self.length += len(x)
+        if self.sr == self.target:
+            return x
+        if self._soxr is not None:
+            return self._soxr.resample_chunk(x, last=False)
+        self._buf = np.concatenate([self._buf, x])
+        end = self._buf_group * self.o + len(self._buf)
+        last = (end - self.o - self._width) // self.o  # the last group with its whole input
+        if last < self._next:
+            return np.zeros(0, dtype=np.float32)
+        out = self._resample_buffer()[: (last + 1 - self._next) * self.n]
+        self._next = last + 1
+        start = max(0, self._next * self.o - self._context)
+        self._buf = self._buf[start - self._buf_group * self.o :]
+        self._buf_group = start // self.o
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The rest of the output, once the input has ended."""
+        if self.sr == self.target:
+            return np.zeros(0, dtype=np.float32)
+        if self._soxr is not None:
+            return self._soxr.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(self._buf) == 0:
+            return np.zeros(0, dtype=np.float32)
+        # Past the end the input is zeros, as torchaudio pads it.
+        return self._resample_buffer()
+
+    def _resample_buffer(self) -> np.ndarray:
+        """The buffer resampled, from the next group on."""
+        out = AF.resample(torch.from_numpy(self._buf), self.sr, self.target).numpy()
+        return out[(self._next - self._buf_group) * self.n :]
+
+
+class _FrameStream:
+    """Log-mel frames of a signal fed in blocks: the frames of ``torch.stft(center=True)``
+    on the whole signal, each computed once its ``n_fft`` samples have arrived."""
+
+    def __init__(self, logmel: LogMel) -> None:
+        self.logmel = logmel
+        self.pad = logmel.mel.n_fft // 2
+        self._buf = np.zeros(self.pad, dtype=np.float32)  # the centring pad at the start
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """The frames that the signal so far completes, ``(frames, n_mels)``."""
+        self._buf = np.concatenate([self._buf, x]) if len(x) else self._buf
+        mel = self.logmel.mel
+        if len(self._buf) < mel.n_fft:
+            return np.zeros((0, mel.n_mels), dtype=np.float32)
+        k = (len(self._buf) - mel.n_fft) // mel.hop_length + 1
+        wave = torch.from_numpy(self._buf[: (k - 1) * mel.hop_length + mel.n_fft])
+        with torch.no_grad():
+            frames = self.logmel.frames(wave).T.contiguous().numpy()
+        self._buf = self._buf[k * mel.hop_length :]
+        return frames
+
+    def finish(self) -> np.ndarray:
+        """The last frames, over the centring pad at the end."""
+        return self.push(np.zeros(self.pad, dtype=np.float32))
+
+
+def blocks_logmel(
+    blocks: Iterable[np.ndarray], sr: int, mel: MelSettings, logmel: LogMel | None = None
+) -> np.ndarray:
+    """Mono float32 blocks ``(samples,)`` of one signal at ``sr`` -> ``(frames, n_mels)``.
+
+    Resampled to ``mel.sample_rate`` and framed block by block, so that only a block,
+    its context and the log-mel are held: the frames are those of the whole signal
+    (`resample`, then `LogMel`), within float rounding.
+    """
+    logmel = logmel or LogMel(mel)
+    resampler, frames = _Resampler(sr, mel.sample_rate), _FrameStream(logmel)
+    out = [frames.push(resampler.push(np.ascontiguousarray(b, dtype=np.float32))) for b in blocks]
+    if resampler.length == 0:
+        raise ValueError("need a waveform of shape (samples,), got no samples")
+    out += [frames.push(resampler.finish()), frames.finish()]
+    return np.concatenate(out)
+
+
 def compute_logmel(
     samples: np.ndarray, sr: int, mel: MelSettings, logmel: LogMel | None = None
 ) -> np.ndarray:
     """Mono samples ``(samples,)`` at ``sr`` -> ``(frames, n_mels)`` float32 dB.
 
     Resampled to ``mel.sample_rate`` first. ``logmel``: a `LogMel` of ``mel`` to
-    reuse across calls.
+    reuse across calls. A long signal is taken in blocks of `BLOCK_FRAMES`
+    (`blocks_logmel`).
     """
-    wave = resample(np.ascontiguousarray(samples, dtype=np.float32), sr, mel.sample_rate)
-    logmel = logmel or LogMel(mel)
-    with torch.no_grad():
-        return logmel(wave).T.contiguous().numpy()
+    blocks = (samples[i : i + BLOCK_FRAMES] for i in range(0, len(samples), BLOCK_FRAMES))
+    return blocks_logmel(blocks, sr, mel, logmel)
 
 
 def file_logmel(
@@ -228,10 +348,13 @@ def file_logmel(
     name: str | None = None,
     logmel: LogMel | None = None,
     max_seconds: float | None = None,
+    block_frames: int = BLOCK_FRAMES,
 ) -> np.ndarray:
     """A file's features: read, mix to mono, cut the silences out, resample, log-mel.
 
-    Training's feature store and tagging both call this, so they cannot disagree.
+    Training's feature store and tagging both call this, so they cannot disagree. The
+    file is read in blocks of ``block_frames`` (twice when ``intervals`` is None: once
+    to find the silences), so a long file's memory is its log-mel's, not its audio's.
 
     Args:
         source: a path, or an open binary file.
@@ -242,6 +365,7 @@ def file_logmel(
         name: how errors name a file-like ``source``.
         logmel: a `LogMel` of ``mel`` to reuse across files.
         max_seconds: refuse a longer file, from its header, before decoding it.
+        block_frames: frames decoded at a time.
 
     Returns:
         ``(frames, n_mels)`` float32 dB, unclamped.
@@ -249,10 +373,14 @@ def file_logmel(
     Raises:
         AudioReadError: the file cannot be read, is too long, or holds no sound.
     """
-    samples, sr = read_audio(source, name, max_seconds)
-    if intervals is None:
-        intervals = find_nonsilent(samples, mel.silence_top_db)
-    if len(intervals) == 0:
-        label = (name or SENT_AUDIO) if hasattr(source, "read") else source
-        raise AudioReadError(label, "no sound (all digital silence)")
-    return compute_logmel(remove_silence(samples, intervals), sr, mel, logmel)
+    with open_audio(source, name, max_seconds) as audio:
+        if intervals is None:
+            scan = SilenceScan()
+            for block in audio.blocks(block_frames):
+                scan.add(block)
+            intervals = scan.nonsilent(mel.silence_top_db)
+            audio.rewind()
+        if len(intervals) == 0:
+            raise AudioReadError(audio.label, "no sound (all digital silence)")
+        kept = cut_silence(audio.blocks(block_frames), intervals)
+        return blocks_logmel(kept, audio.samplerate, mel, logmel)

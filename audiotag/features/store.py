@@ -24,6 +24,7 @@ import torch
 from audiotag.config import MelSettings
 from audiotag.data.schemas import STORE_INDEX_SCHEMA
 from audiotag.features.logmel import FLOOR_DB, LogMel, file_logmel
+from audiotag.stopping import check_stop
 
 # A zero-padded crop reads as digital silence, as the report's pipeline saw it.
 PAD_DB = FLOOR_DB
@@ -157,6 +158,7 @@ def _write_store(rows: list[dict], data_dir: Path, mel: MelSettings, out: Path) 
     offset = 0
     with open(out / "data.f32", "wb") as f:
         for row in rows:
+            check_stop("building the feature store")
             feats = file_logmel(data_dir / row["path"], mel, _intervals(row), logmel=logmel)
             f.write(feats.tobytes())
             index.append(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from fastai.callback.core import Callback, CancelValidException
 
+from audiotag.stopping import check_stop
 from audiotag.training.batches import TrainBatches
 from audiotag.training.learner import SeededMixUp
 
@@ -45,6 +46,10 @@ class EpochLoop(Callback):
         for cb in self.learn.cbs:
             if isinstance(cb, SeededMixUp):
                 cb.rng = np.random.default_rng([seed, 1])
+
+    def before_batch(self) -> None:
+        # Ctrl-C: within one batch; the last finished epoch's checkpoint is what is kept.
+        check_stop("training")
 
     def after_batch(self) -> None:
         if self.training:

@@ -24,6 +24,7 @@ from audiotag.devices import flush_denormals
 from audiotag.errors import UsageError
 from audiotag.inference.predict import predict_clips, save_model
 from audiotag.metrics import chance_lwlrap, lwlrap
+from audiotag.stopping import StopRequested, check_stop
 from audiotag.storage import exclusive
 from audiotag.training.batches import Clips, Normalizer, TrainBatches, measure_normalizer
 from audiotag.training.checkpoints import Checkpointer, Resumed
@@ -316,11 +317,22 @@ def train_stage(
     Raises:
         BusyError: another process trains this fold in the same folder.
         CheckpointError: a checkpoint could not be written.
+        StopRequested: a stop was asked for (Ctrl-C); the fold stopped before its next
+            batch, its last finished epoch's checkpoint kept.
     """
     flush_denormals()
     with exclusive(job.out_dir, job.name):
+        check_stop(job.name)
         f = _prepare(job)
         resumed = f.checkpoints.restore(f.model)
         f.history, f.lrs = resumed.history, resumed.lrs
-        _fit_cycles(f, resumed, on_epoch)
+        try:
+            _fit_cycles(f, resumed, on_epoch)
+        except StopRequested:
+            done = len(f.history)
+            kept = f"its checkpoint of epoch {done} is kept" if done else "no epoch had finished"
+            raise StopRequested(
+                f"{job.name}: stopped on request in epoch {done + 1} of "
+                f"{job.settings.epochs}; {kept}"
+            ) from None
         return _save_result(f, resumed.epoch)

@@ -229,3 +229,60 @@ def test_bad_values_are_one_line_each_naming_the_key_the_value_and_the_range(
     assert capsys.readouterr().err == (
         "audiotag: model.depth: no such setting (`audiotag config show` lists them)\n"
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_folds_keeps_their_checkpoints_and_the_same_command_resumes(
+    isolated_env: Path,
+) -> None:
+    """SIGINT to the run's process group, as a terminal's Ctrl-C sends it (to the
+    temporary Prefect server too), once each fold has a checkpoint: exit 130, the line
+    saying how to resume, no traceback, the checkpoints kept; the same command again
+    continues each fold from its checkpoint and completes."""
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.cli import INTERRUPTED, RESUME_LINE
+
+    data = write_layout(isolated_env / "data", VOCAB, {"curated": curated_clips(16, VOCAB)})
+    work = isolated_env / "work"
+    args = ["run", "--source", str(data), "--workdir", str(work), "--preset", "debug"]
+    args += ["--set", "folds.n_folds=2", "--set", "curated.min_steps=32"]
+    args += ["--set", 'curated.cycles=[{"epochs": 8, "lr": 0.003}]']
+    cmd = [sys.executable, "-m", "flows.cli", *args]
+    root = Path(__file__).resolve().parents[2]
+    checkpoints = str(work / "models" / "curated-*" / "fold-*" / "checkpoints" / "epoch-*.pt")
+    run = subprocess.Popen(
+        cmd,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(glob.glob(checkpoints)) < 2 and run.poll() is None:
+            assert time.monotonic() < deadline, "no fold wrote a checkpoint"
+            time.sleep(0.1)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == INTERRUPTED, err[-3000:]
+    assert err.splitlines().count(RESUME_LINE) == 1, err[-3000:]
+    assert "Traceback" not in err, err
+    assert "stopped on request in epoch" in err
+    kept = glob.glob(checkpoints)
+    assert len(kept) == 2 and not list(work.glob("models/curated-*/fold-*/model.pt"))
+
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("resumed after epoch") == 2, again.stderr[-3000:]
+    assert len(list(work.glob("models/curated-*/fold-*/model.pt"))) == 2
+    assert not glob.glob(checkpoints)

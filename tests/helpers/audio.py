@@ -29,3 +29,19 @@ def write_tone(
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data, sr, subtype=subtype)
     return path
+
+
+def write_bursts(
+    path: Path, seconds: float, sr: int = 44100, channels: int = 2, seed: int = 0
+) -> Path:
+    """Noise bursts of changing loudness between silences (stereo 16-bit by default):
+    a clip with many non-silent intervals, for reading it in blocks."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    step = 4096  # a loudness every two silence frames, a silence every other
+    levels = np.tile([0.8, 0.0, 0.3, 0.01, 0.5, 0.0], n // (6 * step) + 1)
+    gain = np.repeat(levels, step)[:n]
+    y = (rng.standard_normal((n, channels)) * 0.3 * gain[:, None]).clip(-1, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
+    return path

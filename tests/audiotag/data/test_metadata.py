@@ -10,7 +10,7 @@ from audiotag.data.filtering import filter_corrupt
 from audiotag.data.metadata import dataset_fingerprint, describe_file, extract_metadata
 from audiotag.data.schemas import METADATA_SCHEMA
 from audiotag.features.store import FeatureStore, build_feature_store
-from tests.helpers.audio import write_tone
+from tests.helpers.audio import write_bursts, write_tone
 
 
 def test_metadata_of_real_recordings(drum_dataset: Path, tmp_path: Path) -> None:
@@ -143,3 +143,22 @@ def test_fingerprint_follows_content_and_labels(drum_dataset: Path, tmp_path: Pa
     csv = drum_dataset / "train_curated.csv"
     csv.write_text(csv.read_text().replace("cymbal_00.wav,Cymbal", "cymbal_00.wav,Hi-hat"))
     assert fingerprint() != fp
+
+
+def test_a_file_read_in_blocks_gets_the_row_of_the_file_read_whole(tmp_path: Path) -> None:
+    """Blocks of 3000 frames (a stereo clip of 30 of them, silences across their edges)
+    give the row of one block: the same sha1, length, peak, RMS and silence intervals."""
+    import hashlib
+
+    from audiotag.features.audio import read_audio
+
+    path = write_bursts(tmp_path / "train_curated" / "long.wav", seconds=90000 / 44100)
+    whole = describe_file(tmp_path, "long.wav", "curated", ["Bark"], 20.0, block_frames=1 << 20)
+    blocked = describe_file(tmp_path, "long.wav", "curated", ["Bark"], 20.0, block_frames=3000)
+    assert blocked == whole and whole["error"] is None and len(whole["nonsilent"]) > 3
+    assert whole["sha1"] == hashlib.sha1(path.read_bytes()).hexdigest()
+    samples, _ = read_audio(path)  # the rule on the samples held whole, as before blocks
+    assert whole["frames"] == len(samples) == 90000 and whole["channels"] == 2
+    assert whole["peak_db"] == pytest.approx(20 * np.log10(np.abs(samples).max()))
+    rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
+    assert whole["rms_db"] == pytest.approx(20 * np.log10(rms), abs=1e-9)

@@ -9,10 +9,13 @@ import soundfile as sf
 
 from audiotag.features.audio import (
     AudioReadError,
+    SilenceScan,
     check_regular_file,
     find_nonsilent,
+    frame_rms_db,
     read_audio,
     remove_silence,
+    scan_silence,
 )
 from tests.helpers.audio import write_tone
 from tests.helpers.fifo import WatchedFifo
@@ -146,3 +149,25 @@ def test_nonsilent_matches_librosa_rule_on_real_drums(drums_dir: Path) -> None:
         assert len(iv) >= 1
         peak = int(np.abs(samples).argmax())
         assert any(s <= peak < e for s, e in iv)
+
+
+def test_a_silence_scan_fed_in_blocks_is_the_scan_of_the_whole_signal() -> None:
+    """Frame energies are sums of hop energies, so blocks of any size give the very
+    frames, intervals and RMS of the whole signal (bit for bit), and the frames are the
+    centred frames of librosa's rule."""
+    rng = np.random.default_rng(3)
+    gain = np.repeat(np.tile([0.9, 0.0, 0.2, 0.005], 8), 3000)
+    x = (rng.standard_normal(len(gain)) * gain).astype(np.float32)
+    whole = scan_silence(x)
+    for block in (7, 333, 512, 5000):
+        scan = SilenceScan()
+        for i in range(0, len(x), block):
+            scan.add(x[i : i + block])
+        assert np.array_equal(scan.frame_rms_db(), whole.frame_rms_db())
+        assert np.array_equal(scan.nonsilent(20.0), whole.nonsilent(20.0))
+        assert scan.rms == whole.rms and scan.peak == whole.peak
+    padded = np.pad(x.astype(np.float64), 1024)
+    frames = [padded[i : i + 2048] for i in range(0, len(padded) - 2048 + 1, 512)]
+    power = np.array([np.mean(f**2) for f in frames])
+    np.testing.assert_allclose(frame_rms_db(x), 10 * np.log10(np.maximum(power, 1e-20)))
+    assert len(whole.nonsilent(20.0)) == 16  # the 0.9 and 0.2 parts; 0.005 is 45 dB down

@@ -11,12 +11,14 @@ from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, 
 from audiotag.features.logmel import (
     FLOOR_DB,
     LogMel,
+    blocks_logmel,
     clamp_top_db,
     compute_logmel,
     file_logmel,
     log_mel_spectrogram,
+    resample,
 )
-from tests.helpers.audio import write_tone
+from tests.helpers.audio import write_bursts, write_tone
 
 ARGS = {
     "sample_rate": 16000,
@@ -145,3 +147,43 @@ def test_a_recording_at_an_odd_rate_is_resampled_in_bounded_memory(tmp_path: Pat
     ma, mb = a[2 : n - 2].mean(0), b[2 : n - 2].mean(0)
     loud = mb > mb.max() - 30
     np.testing.assert_allclose(ma[loud], mb[loud], atol=1.5)
+
+
+# Blocks and the whole signal differ by float32 rounding of the resampled wave (about
+# 1e-7); bands above a low rate's Nyquist hold only that rounding, 60 dB down, where it
+# reads as a few hundredths of a dB.
+ROUNDING = 1e-3
+
+
+@pytest.mark.parametrize("sr", [44100, 48000, 16000, 44101])
+def test_a_file_read_in_blocks_gives_the_whole_file_features(tmp_path: Path, sr: int) -> None:
+    """Blocks of 3000 frames (a clip of 30 of them, many silences across their edges)
+    give the features of the file read whole, silences cut, resampled and framed at once
+    (the path before blocks): resampling (torchaudio's kernel, soxr's at an odd rate) and
+    the STFT take each block with its context, so only float rounding differs."""
+    mel = load_config("debug").mel
+    path = write_bursts(tmp_path / "long.wav", seconds=90000 / sr, sr=sr)
+    samples, _ = read_audio(path)
+    intervals = find_nonsilent(samples, mel.silence_top_db)
+    assert len(intervals) > 3
+    whole = LogMel(mel)(resample(remove_silence(samples, intervals), sr, mel.sample_rate))
+    for block in (3000, 1 << 20):
+        found = file_logmel(path, mel, block_frames=block)
+        given = file_logmel(path, mel, intervals, block_frames=block)
+        assert found.shape == given.shape == whole.T.shape
+        assert np.array_equal(found, given)
+        np.testing.assert_allclose(found, whole.T.numpy(), rtol=ROUNDING, atol=0.01)
+
+
+def test_a_long_file_is_framed_and_resampled_in_blocks_like_a_whole_one() -> None:
+    rng = np.random.default_rng(1)
+    mel = load_config("debug").mel
+    x = (rng.standard_normal(96000) * np.linspace(0, 1, 96000) ** 2).astype(np.float32)
+    for sr in (48000, 8000):
+        whole = resample(x, sr, mel.sample_rate).numpy()
+        for block in (1000, 4097):
+            parts = (x[i : i + block] for i in range(0, len(x), block))
+            feats = blocks_logmel(parts, sr, mel)
+            ref = LogMel(mel)(torch.from_numpy(whole)).T.numpy()
+            np.testing.assert_allclose(feats, ref, rtol=ROUNDING, atol=0.01)
+    assert blocks_logmel([x], 44100, mel).shape == (1 + len(x) // mel.hop_length, mel.n_mels)

@@ -340,3 +340,41 @@ def test_initial_weights_that_do_not_load_are_named_and_moved_aside(tmp_path: Pa
     with pytest.raises(InitWeightsError, match=rf"{init}.* do not load .*model.pt.corrupt"):
         train_stage(job)
     assert not init.exists() and init.with_name("model.pt.corrupt").exists()
+
+
+def test_a_stop_request_stops_the_fold_before_its_next_batch_and_keeps_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C sets the stop flag (flows/cli.py); a fold checks it before every batch, so
+    it stops within one batch, keeps the last finished epoch's checkpoint, and a re-run
+    ends with the weights of a run never stopped."""
+    from audiotag.stopping import StopRequested, clear_stop, request_stop
+    from audiotag.training.loop import EpochLoop
+
+    config = tiny_config()
+    data, clips = synthetic_store()
+    straight = run(tmp_path / "straight", config, data, clips)
+    per_epoch = len(straight.lrs) // 4
+    batches: list[int] = []
+    after_batch = EpochLoop.after_batch
+
+    def counting(loop: EpochLoop) -> None:
+        after_batch(loop)
+        batches.append(1)
+        if len(batches) == 2 * per_epoch + 1:  # one batch into epoch 3
+            request_stop()
+
+    monkeypatch.setattr(EpochLoop, "after_batch", counting)
+    cause = r"noisy fold 1: stopped on request in epoch 3 of 4; its checkpoint of epoch 2 is kept"
+    try:
+        with pytest.raises(StopRequested, match=cause):
+            run(tmp_path / "b", config, data, clips)
+    finally:
+        clear_stop()
+    assert len(batches) == 2 * per_epoch + 1  # not one batch more
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["epoch-0002.pt"]
+    monkeypatch.undo()
+    resumed = run(tmp_path / "b", config, data, clips)
+    assert resumed.resumed_from_epoch == 2
+    wa, wb = _weights(straight.model_path), _weights(resumed.model_path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
