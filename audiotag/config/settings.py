@@ -60,6 +60,12 @@ class ModelSettings(_Frozen):
     self_attention: bool = Field(True, description="Self-attention layer (sa=True).")
     act: Literal["mish", "relu"] = Field("mish", description="Activation function.")
     blur_pool: bool = Field(True, description="Replace MaxPool2d with MaxBlurPool.")
+    head_pool: Literal["avg", "mean_max"] = Field(
+        "avg",
+        description="How the last feature map becomes one vector: fastai's average over "
+        "bands and frames, or the mean over bands then the max plus the mean over frames "
+        "(PANNs' head: a short sound in a long window is not averaged away).",
+    )
 
 
 class AugmentSettings(_Frozen):

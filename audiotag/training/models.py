@@ -83,6 +83,16 @@ def _channels_before(parent: nn.Module, name: str) -> int:
     return channels
 
 
+class MeanMaxPool(nn.Module):
+    """``(B, C, bands, frames)`` -> ``(B, C, 1, 1)``: the mean over bands, then the max
+    plus the mean over frames (Kong et al. 2020, PANNs). No weights: a drop-in for the
+    head's ``AdaptiveAvgPool2d(1)``, the state_dict keys stay fastai's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=2)
+        return (x.amax(dim=2) + x.mean(dim=2))[:, :, None, None]
+
+
 class _ChannelsLast(torch.autograd.Function):
     """channels_last on the way forward and for the gradient on the way back."""
 
@@ -99,7 +109,7 @@ def keep_channels_last(model: nn.Module) -> nn.Module:
     """Keeps activations and gradients channels_last through the whole network (in place).
 
     Two layers hand back NCHW tensors: fastai's ``SimpleSelfAttention`` (its output and
-    its input's gradient) and the head's average pool (its input's gradient). Every
+    its input's gradient) and the head's pool (its input's gradient). Every
     elementwise op that meets one NCHW and one channels_last operand then takes a slow
     strided path (Mish's backward 10x slower on CPU), so these are converted back.
     Hooks, not extra layers: the state_dict keys stay those of fastai's xresnet.
@@ -112,7 +122,7 @@ def keep_channels_last(model: nn.Module) -> nn.Module:
         return _ChannelsLast.apply(out)
 
     for m in model.modules():
-        if isinstance(m, SimpleSelfAttention | nn.AdaptiveAvgPool2d):
+        if isinstance(m, SimpleSelfAttention | nn.AdaptiveAvgPool2d | MeanMaxPool):
             m.register_forward_pre_hook(on_input)
         if isinstance(m, SimpleSelfAttention):
             m.register_forward_hook(on_output)
@@ -135,6 +145,10 @@ def _xresnet(depth: Callable[..., nn.Module]) -> ArchBuilder:
         )
         if settings.blur_pool:
             replace_maxpool(model)
+        if settings.head_pool == "mean_max":
+            for i, layer in enumerate(model):
+                if isinstance(layer, nn.AdaptiveAvgPool2d):
+                    model[i] = MeanMaxPool()
         return model
 
     return build

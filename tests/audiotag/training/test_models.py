@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from audiotag.config import ModelSettings, load_config
-from audiotag.training.models import MaxBlurPool, build_model
+from audiotag.training.models import MaxBlurPool, MeanMaxPool, build_model
 
 
 def test_reference_model_80_classes_forward_backward_256() -> None:
@@ -58,3 +58,20 @@ def test_models_are_channels_last_and_weights_move_between_layouts() -> None:
         again = build_model(settings, 6).eval()
         again.load_state_dict(plain.state_dict())
         torch.testing.assert_close(again(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_the_mean_max_head_keeps_a_short_sound_that_the_average_dilutes() -> None:
+    """One loud frame in a long window: the average head's input shrinks with the
+    window, the mean-max head's stays; its model has the average one's weights."""
+    short = torch.zeros(1, 4, 8, 64)
+    short[..., 10] = 1.0
+    avg = nn.AdaptiveAvgPool2d(1)
+    assert avg(short).max() < 0.02
+    torch.testing.assert_close(MeanMaxPool()(short), torch.full((1, 4, 1, 1), 1 + 1 / 64))
+    settings = load_config("demo").model
+    mean_max = build_model(settings.model_copy(update={"head_pool": "mean_max"}), 6)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in mean_max.modules())
+    mean_max.load_state_dict(build_model(settings, 6).state_dict())
+    out = mean_max(torch.randn(2, 1, 64, 48))
+    assert out.shape == (2, 6)
+    out.sum().backward()
