@@ -25,11 +25,14 @@ from audiotag.tracking.runs import Tracking, log_artifact
 
 
 def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefect's hook
-    """Retry a dropped connection; a missing token or unaccepted rules will not heal."""
-    from audiotag.sources.kaggle import KaggleNetworkError
+    """Retry a dropped connection; a missing token, unaccepted rules or an offline
+    machine (no connection opened at all) will not heal in a minute."""
+    from audiotag.sources.kaggle import KaggleNetworkError, KaggleUnreachableError
 
     try:
         state.result()
+    except KaggleUnreachableError:
+        return False
     except KaggleNetworkError:
         return True
     except Exception:  # noqa: BLE001 - anything else is final

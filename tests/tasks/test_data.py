@@ -21,6 +21,7 @@ from audiotag.sources.kaggle import (
     KaggleAccessError,
     KaggleCredentialsError,
     KaggleNetworkError,
+    KaggleUnreachableError,
 )
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.workspace import Workspace
@@ -63,6 +64,7 @@ def test_a_network_failure_is_retried(make_state) -> None:
     [
         KaggleCredentialsError("no credentials", status=401),
         KaggleAccessError("accept the rules", status=403),
+        KaggleUnreachableError("could not connect to Kaggle: offline"),
         DiskSpaceError("the disk filled up"),
         RuntimeError("a bug"),
     ],

@@ -41,6 +41,7 @@ from audiotag.sources.kaggle.errors import (
     KaggleCredentialsError,
     KaggleError,
     KaggleNetworkError,
+    KaggleUnreachableError,
 )
 from audiotag.sources.kaggle.progress import DownloadProgress, format_bytes
 
@@ -57,6 +58,7 @@ __all__ = [
     "KaggleCredentialsError",
     "KaggleError",
     "KaggleNetworkError",
+    "KaggleUnreachableError",
     "check_disk_space",
     "download_competition",
     "extraction_complete",

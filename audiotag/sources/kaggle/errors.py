@@ -35,6 +35,11 @@ class KaggleNetworkError(KaggleError):
     """Kaggle could not be reached or the transfer kept failing (worth retrying later)."""
 
 
+class KaggleUnreachableError(KaggleNetworkError):
+    """No connection to Kaggle (or the proxy) could be opened at all: the machine is
+    offline or a proxy is wrong. Retrying in seconds does not help, so it is final."""
+
+
 class _TransientError(Exception):
     """A failure worth another attempt (connection, timeout, 5xx, corrupt transfer)."""
 
@@ -85,10 +90,46 @@ def _classify(err: Exception, competition: str, creds: Credentials) -> Exception
         urllib3.exceptions.HTTPError,
     )
     if isinstance(err, network):
-        return _TransientError(_scrub(f"{type(err).__name__}: {err}", creds.secrets))
+        said = _scrub(f"{type(err).__name__}: {err}", creds.secrets)
+        if _never_connected(err):
+            return KaggleUnreachableError(
+                f"could not connect to Kaggle{' through the proxy' if _via_proxy(err) else ''}"
+                f" to download {competition!r} ({said}). This machine looks offline: check "
+                "the network connection (and HTTPS_PROXY behind a proxy), or bring the "
+                "dataset as a directory or the competition zip with --source."
+            )
+        return _TransientError(said)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return DiskSpaceError(
             f"the disk filled up while downloading ({err.strerror}): free some space and run "
             "again; the download resumes where it stopped"
         )
     return None
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps: ``__cause__``/``__context__``, and the ``reason`` of
+    urllib3's MaxRetryError (which requests' ConnectionError carries as its argument)."""
+    seen: list[BaseException] = []
+    todo: list[object] = [err]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args[:1]]
+    return seen
+
+
+def _never_connected(err: BaseException) -> bool:
+    """The failure is a connection that never opened (refused, no route, no DNS name),
+    not one that broke off mid-transfer."""
+    import urllib3.exceptions
+
+    return any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in _causes(err))
+
+
+def _via_proxy(err: BaseException) -> bool:
+    import urllib3.exceptions
+
+    return any(isinstance(e, urllib3.exceptions.ProxyError) for e in _causes(err))

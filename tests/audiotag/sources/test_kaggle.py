@@ -262,6 +262,33 @@ def test_network_failure_retries_with_backoff_then_says_so(
     assert caplog.text.count("trying again") == 2
 
 
+def test_an_offline_machine_fails_at_once_saying_so_and_is_not_retried(
+    legacy_key: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No stand-in: the client goes to Kaggle itself, through the fixture's proxy address
+    where nothing listens, so no connection ever opens (as offline). It took 1 min 50 s
+    of retries before; now the first refusal is the answer, and final for the task."""
+    from tasks.data import _retry_network_only
+
+    monkeypatch.delenv("KAGGLE_API_ENVIRONMENT")
+    with pytest.raises(ks.KaggleUnreachableError) as err:
+        _download(tmp_path, attempts=3, backoff_s=0.01)
+    text = str(err.value)
+    assert "could not connect to Kaggle through the proxy" in text and "offline" in text
+    assert KEY not in text
+    assert "trying again" not in caplog.text
+    assert isinstance(err.value, ks.KaggleNetworkError)  # still a network error to callers
+
+    class _State:
+        def result(self) -> None:
+            raise err.value
+
+    assert not _retry_network_only(None, None, _State())
+
+
 def test_not_enough_disk_space_is_refused_before_downloading(
     server: KaggleStandin, legacy_key: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
