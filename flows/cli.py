@@ -10,6 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.interrupt import (
+    INTERRUPTED,
+    RESUME_LINE,
+    quiet_stop_tracebacks,
+    start_server_deaf_to_ctrl_c,
+    stop_on_interrupt,
+)
+from flows.output import print_summary, write_tags
+
 PURPOSE = "audiotag: train and use multi-label audio taggers (the FAT2019 recipe)."
 EXAMPLES = """\
 examples:
@@ -19,44 +28,6 @@ examples:
   audiotag tag my-recordings/ --model demo-work                    # tag with the newest run
   audiotag <command> --help                                        # a command's options
 """
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    print("\naudiotag run", summary["run_name"])
-    columns = [*summary["stages"], "baseline"]
-    heads = [f"{c} lwlrap" for c in columns]
-    widths = [max(12, len(h)) for h in heads]
-    print(f"{'fold':>6}" + "".join(f"  {h:>{w}}" for h, w in zip(heads, widths, strict=True)))
-    for row in summary["folds"]:
-        cells = ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
-        print(
-            f"{row['fold']:>6}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
-        )
-
-    def fmt(x: float | None) -> str:
-        return "n/a (no test labels)" if x is None else f"{x:.4f}"
-
-    base = summary["baseline"]
-    print(f"\n{'':30}{'network':>10}  {'baseline':>10}")
-    oof_label = f"out-of-fold lwlrap ({summary['stages'][-1]}):"
-    print(f"{oof_label:30}{fmt(summary['oof_lwlrap']):>10}  {fmt(base['oof_lwlrap']):>10}")
-    if summary["test_lwlrap"] is None:
-        print(f"{'test lwlrap:':30}n/a (no test labels)")
-    else:
-        print(
-            f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
-        )
-    print("  (baseline: logistic regression on each clip's log-mel mean and std)")
-    for reason in summary.get("not_scored", []):
-        print(f"  {reason}")
-    print(summary["verdict"])
-    print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
-    print(f"submission:   {summary['submission'] or 'none (no test set)'}")
-    print(f"scores:       {summary['scores']}")
-    print(f"model:        {summary['model']}")
-    print(f"  tag audio:  audiotag tag PATH... --model {summary['model']}")
-    print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
-    print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
 
 
 def _print_problems(err: ValueError) -> None:
@@ -188,121 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if failure is None:
             raise
         raise failure from err
-    _print_summary(summary)
+    print_summary(summary)
     return 0
-
-
-# The exit status of a program stopped by SIGINT (128 + 2), as shells report it.
-INTERRUPTED = 130
-RESUME_LINE = (
-    "audiotag: stopped (Ctrl-C). To resume, run the same command again: finished folds "
-    "come from the cache, a stopped fold continues from its last checkpoint"
-)
-
-
-def stop_on_interrupt() -> None:
-    """Ctrl-C asks the run to stop: running folds stop before their next batch, and the
-    run ends with `RESUME_LINE`. A second Ctrl-C exits at once (the checkpoints are
-    written atomically, so nothing half-written is left to trust)."""
-    import signal
-
-    from audiotag.stopping import request_stop, stop_requested
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        if stop_requested():
-            print(RESUME_LINE, file=sys.stderr, flush=True)
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().stop()  # exiting at once skips the atexit that would
-            os._exit(INTERRUPTED)
-        request_stop()
-
-    signal.signal(signal.SIGINT, on_interrupt)
-
-
-def start_server_deaf_to_ctrl_c() -> None:
-    """Starts the run's temporary Prefect server (when no API URL is set) so that Ctrl-C
-    does not reach it.
-
-    A terminal sends Ctrl-C's SIGINT to the whole foreground process group, the server
-    Prefect starts among it: the server shut down at once and the stopping flow hung on
-    its API. The server is started here, as the flow would start it, with SIGINT blocked
-    in this thread: a child inherits the blocked mask, and the server's own handlers never
-    see the signal. It still stops on SIGTERM at exit.
-    """
-    import signal
-
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        SubprocessASGIServer().start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-class _DropStopTraceback(logging.Filter):
-    """A stopped fold's failure is logged as its one line, without a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from audiotag.stopping import StopRequested
-
-        if record.exc_info and isinstance(record.exc_info[1], StopRequested):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def quiet_stop_tracebacks() -> None:
-    """Puts `_DropStopTraceback` on every handler of Prefect's loggers (once configured)."""
-    loggers = [logging.getLogger()] + [
-        lg
-        for name, lg in logging.Logger.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger) and name.split(".")[0] == "prefect"
-    ]
-    for handler in {h for lg in loggers for h in lg.handlers}:
-        if not any(isinstance(f, _DropStopTraceback) for f in handler.filters):
-            handler.addFilter(_DropStopTraceback())
-
-
-def _write_tags(rows: list, fmt: str, out: Any) -> None:
-    import csv
-    import json
-
-    if fmt == "csv":
-        from audiotag.storage import safe_csv_cell as safe
-
-        writer = csv.writer(out)
-        writer.writerow(["path", "rank", "label", "probability", "error"])
-        for r in rows:
-            if r.error is not None:
-                writer.writerow([safe(r.path), "", "", "", safe(r.error)])
-            for rank, (label, p) in enumerate(r.tags, 1):
-                writer.writerow([safe(r.path), rank, safe(label), f"{p:.6f}", ""])
-    elif fmt in ("json", "jsonl"):
-        objs = [
-            {
-                "path": r.path,
-                "error": r.error,
-                "tags": [{"label": label, "probability": round(p, 6)} for label, p in r.tags],
-            }
-            for r in rows
-        ]
-        if fmt == "json":
-            json.dump(objs, out, indent=2)
-            out.write("\n")
-        else:
-            for obj in objs:
-                out.write(json.dumps(obj) + "\n")
-    else:
-        width = max((len(r.path) for r in rows), default=4)
-        for r in rows:
-            text = (
-                r.error and f"ERROR: {r.error}" or "  ".join(f"{lb} ({p:.2f})" for lb, p in r.tags)
-            )
-            out.write(f"{r.path:<{width}}  {text}\n")
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -332,9 +190,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
         progress.close()
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as out:
-            _write_tags(rows, args.format, out)
+            write_tags(rows, args.format, out)
     else:
-        _write_tags(rows, args.format, sys.stdout)
+        write_tags(rows, args.format, sys.stdout)
     failed = sum(r.error is not None for r in rows)
     if failed:
         print(f"audiotag: {failed} of {len(rows)} files could not be tagged", file=sys.stderr)

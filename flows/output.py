@@ -1,0 +1,81 @@
+"""What the CLI prints: a run's summary table, and tags as CSV, JSON or JSONL."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print("\naudiotag run", summary["run_name"])
+    columns = [*summary["stages"], "baseline"]
+    heads = [f"{c} lwlrap" for c in columns]
+    widths = [max(12, len(h)) for h in heads]
+    print(f"{'fold':>6}" + "".join(f"  {h:>{w}}" for h, w in zip(heads, widths, strict=True)))
+    for row in summary["folds"]:
+        cells = ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
+        print(
+            f"{row['fold']:>6}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
+
+    def fmt(x: float | None) -> str:
+        return "n/a (no test labels)" if x is None else f"{x:.4f}"
+
+    base = summary["baseline"]
+    print(f"\n{'':30}{'network':>10}  {'baseline':>10}")
+    oof_label = f"out-of-fold lwlrap ({summary['stages'][-1]}):"
+    print(f"{oof_label:30}{fmt(summary['oof_lwlrap']):>10}  {fmt(base['oof_lwlrap']):>10}")
+    if summary["test_lwlrap"] is None:
+        print(f"{'test lwlrap:':30}n/a (no test labels)")
+    else:
+        print(
+            f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
+        )
+    print("  (baseline: logistic regression on each clip's log-mel mean and std)")
+    for reason in summary.get("not_scored", []):
+        print(f"  {reason}")
+    print(summary["verdict"])
+    print(f"files kept / rejected:        {summary['kept']} / {summary['rejected']}")
+    print(f"submission:   {summary['submission'] or 'none (no test set)'}")
+    print(f"scores:       {summary['scores']}")
+    print(f"model:        {summary['model']}")
+    print(f"  tag audio:  audiotag tag PATH... --model {summary['model']}")
+    print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
+    print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
+
+
+def write_tags(rows: list, fmt: str, out: Any) -> None:
+    """Tag rows as CSV (formula-like cells escaped), a JSON list or JSON lines."""
+    if fmt == "csv":
+        from audiotag.storage import safe_csv_cell as safe
+
+        writer = csv.writer(out)
+        writer.writerow(["path", "rank", "label", "probability", "error"])
+        for r in rows:
+            if r.error is not None:
+                writer.writerow([safe(r.path), "", "", "", safe(r.error)])
+            for rank, (label, p) in enumerate(r.tags, 1):
+                writer.writerow([safe(r.path), rank, safe(label), f"{p:.6f}", ""])
+    elif fmt in ("json", "jsonl"):
+        objs = [
+            {
+                "path": r.path,
+                "error": r.error,
+                "tags": [{"label": label, "probability": round(p, 6)} for label, p in r.tags],
+            }
+            for r in rows
+        ]
+        if fmt == "json":
+            json.dump(objs, out, indent=2)
+            out.write("\n")
+        else:
+            for obj in objs:
+                out.write(json.dumps(obj) + "\n")
+    else:
+        width = max((len(r.path) for r in rows), default=4)
+        for r in rows:
+            text = (
+                r.error and f"ERROR: {r.error}" or "  ".join(f"{lb} ({p:.2f})" for lb, p in r.tags)
+            )
+            out.write(f"{r.path:<{width}}  {text}\n")
