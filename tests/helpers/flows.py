@@ -12,14 +12,28 @@ from uuid import UUID
 
 def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
     """``{"noisy-fold-3": "Failed", ...}``: the state of each fold task of a flow run."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    # Prefect 3 sends task-run states to the server in the background, so right after a
+    # flow returns some may still be on their way (seen under load: a cached fold read as
+    # 'Running', another not there yet). Read until every fold's state is final and two
+    # reads agree.
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
+    last: dict[str, str] | None = None
+    deadline = time.monotonic() + 120
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
-        )
-    return {r.name: r.state.name for r in runs if "-fold-" in r.name}
+        while True:
+            runs = [r for r in client.read_task_runs(flow_run_filter=flt) if "-fold-" in r.name]
+            states = {r.name: r.state.name for r in runs}
+            if (states == last and all(r.state.is_final() for r in runs)) or (
+                time.monotonic() > deadline
+            ):
+                return states
+            last = states
+            time.sleep(0.5)
 
 
 def registered_versions(uri: str, name: str = "audiotag") -> list[str]:
