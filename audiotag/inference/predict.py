@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
-from audiotag.devices import flush_denormals
+from audiotag.devices import autocast_on, flush_denormals
 from audiotag.features.store import gather_windows
 from audiotag.training.batches import (
     Clips,
@@ -57,12 +56,14 @@ def predict_clips(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     seed: int = 0,
+    precision: str | None = None,
 ) -> np.ndarray:
     """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
 
     Deterministic: no random crop or mask in the clean pass; the ``tta``
     augmented passes draw from a generator seeded with ``seed``. The passes'
-    probabilities are averaged.
+    probabilities are averaged. ``precision``: as `audiotag.devices.device_precision`
+    (None: the device's own, bf16 or fp16 autocast on a GPU, fp32 on CPU).
     """
     flush_denormals()
     device = torch.device(device)
@@ -83,20 +84,13 @@ def predict_clips(
                 draws = window_draws(aug, seed * 1000 + p, frames[sl], starts[sl])
                 x = augment_batch(x, aug, draws)
             x = resize_batch(x, size)
-            with _autocast(device):
+            with autocast_on(device, precision):
                 logits = model(x)
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
         window_probs = np.concatenate(probs) if probs else np.zeros((0, clips.targets.shape[1]))
         passes.append(pool_windows(window_probs, owner, len(clips), ev.pooling))
     model.train(was_training)
     return np.mean(passes, axis=0)
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 def save_model(
