@@ -216,6 +216,7 @@ def _evaluate(f: _Fold) -> tuple[float, float, np.ndarray]:
         job.config.eval,
         device=f.device,
         precision=job.precision,
+        device_data=f.batches.device_data,
     )
     score = lwlrap(job.valid.targets, probs) if job.valid.targets.any() else math.nan
     return score, _bce(job.valid.targets, probs), probs
