@@ -26,7 +26,7 @@ import torch
 
 from audiotag.config import MelSettings
 from audiotag.data.schemas import STORE_INDEX_SCHEMA
-from audiotag.devices import cpu_cores
+from audiotag.devices import cpu_cores, flush_denormals
 from audiotag.features.logmel import FLOOR_DB, LogMel, file_logmel
 from audiotag.stopping import check_stop
 
@@ -172,6 +172,7 @@ def _file_features(
         if not hasattr(local, "logmel"):
             torch.get_num_threads()  # keep this thread's own count (DevicePool.lease)
             torch.set_num_threads(1)
+            flush_denormals()  # as the calling thread computed (flows set it)
             local.logmel = LogMel(mel)
         check_stop("building the feature store")
         with torch.no_grad():
