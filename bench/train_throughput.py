@@ -3,7 +3,7 @@
     python bench/train_throughput.py [--tiny] [--write]
 
 Each step is what a training step costs in audiotag: forward, BCE loss,
-backward and a Ranger step; on CUDA with bf16 autocast. Each model runs twice
+backward and a Ranger step; on CUDA in its precision (bf16 autocast, or fp16). Each model runs twice
 side by side: in the contiguous (NCHW) layout, the baseline, and in the
 channels_last layout audiotag builds its models in. On CPU two more pairs: the
 reference model with denormal numbers computed as such (PyTorch's default) and
@@ -24,7 +24,7 @@ from benchlib import machine, write_section
 from fastai.optimizer import ranger
 
 from audiotag.config import ModelSettings, load_config
-from audiotag.devices import cpu_cores, cpu_slots, cpu_threads, flush_denormals
+from audiotag.devices import autocast_on, cpu_cores, cpu_slots, cpu_threads, flush_denormals
 from audiotag.training.models import build_model
 
 
@@ -35,20 +35,22 @@ def measure(
     steps: int,
     device: torch.device,
     layout: torch.memory_format = torch.channels_last,
+    compile_model: bool = False,
 ) -> float:
+    """Training images/s: forward, BCE, backward, Ranger step, in the device's precision
+    (`audiotag.devices.autocast_on`: bf16 autocast on a GPU that has it, fp32 on CPU)."""
     torch.manual_seed(0)
     model = build_model(settings, 80).to(device, memory_format=layout)
+    net = torch.compile(model) if compile_model else model
     cuda = device.type == "cuda"
     opt = ranger(list(model.parameters()), lr=1e-3)
     x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=layout)
     y = (torch.rand(batch, 80, device=device) < 0.05).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    # bf16 autocast where the GPU has it (no loss scaling needed); fp32 elsewhere.
-    amp = cuda and torch.cuda.is_bf16_supported()
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(model(x).float(), y)
+        with autocast_on(device):
+            loss = loss_fn(net(x).float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad()

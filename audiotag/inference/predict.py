@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from audiotag.config import AugmentSettings, EvalSettings, TrainConfig
-from audiotag.devices import flush_denormals
-from audiotag.features.store import gather_windows
+from audiotag.devices import autocast_on, flush_denormals
+from audiotag.features.store import gather_windows, gather_windows_torch
 from audiotag.training.batches import (
     Clips,
     Normalizer,
@@ -23,6 +22,9 @@ from audiotag.training.batches import (
 from audiotag.training.models import build_model
 
 MODEL_FORMAT = 1
+# Windows per forward pass (CPU, GPU): no gradient is kept, so a GPU takes large
+# batches (256 windows at 256 px in bf16 is a few GB); on CPU larger gains nothing.
+PREDICT_BATCH = (64, 256)
 
 
 def pool_windows(probs: np.ndarray, owner: np.ndarray, n_clips: int, how: str) -> np.ndarray:
@@ -55,17 +57,27 @@ def predict_clips(
     aug: AugmentSettings | None = None,
     tta: int = 0,
     device: torch.device | str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     seed: int = 0,
+    precision: str | None = None,
+    device_data: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
 
     Deterministic: no random crop or mask in the clean pass; the ``tta``
     augmented passes draw from a generator seeded with ``seed``. The passes'
     probabilities are averaged.
+
+    Args:
+        batch_size: windows per forward pass; None: `PREDICT_BATCH` for the device.
+        precision: as `audiotag.devices.device_precision` (None: the device's own,
+            bf16 or fp16 autocast on a GPU, fp32 on CPU).
+        device_data: ``data`` already on ``device`` (`store_on_device`, as training
+            holds it): windows are then cut there, and nothing but indices is copied.
     """
     flush_denormals()
     device = torch.device(device)
+    batch_size = batch_size or PREDICT_BATCH[device.type == "cuda"]
     starts_per_clip = [window_starts(int(f), width, ev.window_overlap) for f in clips.frames]
     owner = np.repeat(np.arange(len(clips)), [len(s) for s in starts_per_clip])
     starts = np.concatenate(starts_per_clip) if len(clips) else np.zeros(0, dtype=np.int64)
@@ -77,26 +89,28 @@ def predict_clips(
         probs = []
         for lo in range(0, len(starts), batch_size):
             sl = slice(lo, lo + batch_size)
-            x = torch.from_numpy(gather_windows(data, offsets[sl], frames[sl], starts[sl], width))
+            if device_data is not None:
+                idx = (torch.from_numpy(a[sl]).to(device) for a in (offsets, frames, starts))
+                x = gather_windows_torch(device_data, *idx, width)
+            else:
+                x = torch.from_numpy(
+                    gather_windows(data, offsets[sl], frames[sl], starts[sl], width)
+                )
             x = norm(x.to(device))
             if p > 0 and aug is not None:
                 draws = window_draws(aug, seed * 1000 + p, frames[sl], starts[sl])
                 x = augment_batch(x, aug, draws)
             x = resize_batch(x, size)
-            with _autocast(device):
+            with autocast_on(device, precision):
                 logits = model(x)
-            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-        window_probs = np.concatenate(probs) if probs else np.zeros((0, clips.targets.shape[1]))
+            # Kept on the device: one copy at the end, no wait for the GPU per batch.
+            probs.append(torch.sigmoid(logits.float()))
+        window_probs = (
+            torch.cat(probs).cpu().numpy() if probs else np.zeros((0, clips.targets.shape[1]))
+        )
         passes.append(pool_windows(window_probs, owner, len(clips), ev.pooling))
     model.train(was_training)
     return np.mean(passes, axis=0)
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 def save_model(

@@ -53,6 +53,7 @@ class Resumed:
     history: list[dict] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     opt_state: dict | None = None
+    scaler_state: dict | None = None  # the fp16 loss scaler's (None: none was saved)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,18 @@ class Checkpointer:
     directory: Path
     what: str
 
-    def save(self, epoch: int, model: nn.Module, opt_state: dict, history: list, lrs: list) -> None:
+    def save(
+        self,
+        epoch: int,
+        model: nn.Module,
+        opt_state: dict,
+        history: list,
+        lrs: list,
+        scaler_state: dict | None = None,
+    ) -> None:
         """Writes epoch ``epoch``'s checkpoint, then removes the older ones.
+
+        ``scaler_state``: the mixed-precision loss scaler's ``state_dict``, if one trains.
 
         Raises:
             CheckpointError: the write failed; the previous checkpoint is intact.
@@ -74,6 +85,7 @@ class Checkpointer:
             "opt": _plain(opt_state),
             "history": history,
             "lrs": lrs,
+            "scaler": scaler_state,
         }
         path = self.directory / f"epoch-{epoch:04d}.pt"
         try:
@@ -103,7 +115,13 @@ class Checkpointer:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 model.load_state_dict(state["model"])
-                return Resumed(epoch, list(state["history"]), list(state["lrs"]), state["opt"])
+                return Resumed(
+                    epoch,
+                    list(state["history"]),
+                    list(state["lrs"]),
+                    state["opt"],
+                    state.get("scaler"),
+                )
             except Exception as err:  # noqa: BLE001 - any failure to load is the file's
                 model.load_state_dict(initial)  # a failed load may have copied some tensors
                 aside = path.with_name(path.name + ".corrupt")

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.mixup import MixUp
 from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
@@ -16,7 +18,9 @@ from fastai.losses import BCEWithLogitsLossFlat
 from fastai.optimizer import ranger
 from fastcore.foundation import L
 from torch import nn
+from torch.amp import GradScaler
 
+from audiotag.devices import autocast_dtype, device_precision
 from audiotag.training.batches import TrainBatches
 
 # torch's global generator is shared by every thread of the process, and folds train in
@@ -51,6 +55,33 @@ class SeededMixUp(MixUp):
             self.learn.yb = tuple(L(self.yb1, self.yb).map_zip(torch.lerp, weight=weight))
 
 
+class DeviceMixedPrecision(MixedPrecision):
+    """fastai's MixedPrecision on the model's device, with one loss scaler for the
+    Learner's life.
+
+    fastai's autocasts and scales on ``"cuda"`` only (on CPU it silently does nothing)
+    and makes a new scaler every ``fit``: a stage fits once per cycle, so the fp16 loss
+    scale fell back to its start at every cycle and at every resume. Here the scaler is
+    made once, carries over the cycles, and its ``state_dict`` goes into each epoch's
+    checkpoint (``scaler``), so a resumed fold scales as an uninterrupted one.
+    """
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        super().__init__(AMPMode(precision))
+        self.device_type, self.dtype = device.type, autocast_dtype(precision)
+        # bf16 has float32's range: its scaler is disabled, as fastai's.
+        self.grad_scaler = GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def before_fit(self) -> None:
+        self.autocast = torch.autocast(self.device_type, dtype=self.dtype)
+        self.learn.scaler, self.scales = self.grad_scaler, L()
+
+
+def amp_callback(learn: Learner) -> DeviceMixedPrecision | None:
+    """The Learner's mixed-precision callback, if it trains in one."""
+    return next((cb for cb in learn.cbs if isinstance(cb, DeviceMixedPrecision)), None)
+
+
 def build_learner(
     model: nn.Module,
     batches: TrainBatches,
@@ -58,9 +89,12 @@ def build_learner(
     mixup_alpha: float | None,
     device: torch.device,
     loss: nn.Module | BCEWithLogitsLossFlat | None = None,
+    precision: str | None = None,
 ) -> Learner:
     """The one place a fastai Learner is made: the loss (default BCE with logits;
-    `audiotag.training.losses.stage_loss`), Ranger, optional Mixup."""
+    `audiotag.training.losses.stage_loss`), Ranger, optional Mixup, and the precision
+    (`audiotag.devices.device_precision`: None is the device's own, bf16 or fp16 on a
+    GPU, fp32 on CPU; bf16 and fp16 run the same autocast and scaler code on CPU)."""
     all_cbs = list(cbs) + ([SeededMixUp(mixup_alpha)] if mixup_alpha else [])
     learn = Learner(
         DataLoaders(batches, []),
@@ -71,10 +105,7 @@ def build_learner(
     )
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda *_: None
-    if device.type == "cuda":
-        import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
-        from fastai.callback.fp16 import AMPMode
-
-        mode = AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16
-        learn.to_channelslast(amp_mode=mode)
+    precision = device_precision(device, precision)
+    if precision != "fp32":
+        learn.add_cbs([ChannelsLast(), DeviceMixedPrecision(device, precision)])
     return learn

@@ -28,7 +28,7 @@ from audiotag.stopping import StopRequested, check_stop
 from audiotag.storage import exclusive
 from audiotag.training.batches import Clips, Normalizer, TrainBatches, measure_normalizer
 from audiotag.training.checkpoints import Checkpointer, Resumed
-from audiotag.training.learner import GLOBAL_RNG, build_learner
+from audiotag.training.learner import GLOBAL_RNG, amp_callback, build_learner
 from audiotag.training.loop import EpochLoop
 from audiotag.training.losses import stage_loss
 from audiotag.training.models import build_model
@@ -87,6 +87,8 @@ class StageJob:
         from_scratch: whether the stage gets the from-scratch step floor
             (``scratch_min_steps``); None: when it has no initial weights. A stage whose
             initial weights learned nothing is given it too (``steps.training``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` for training and its validation; None
+            is the device's own (`audiotag.devices.device_precision`).
     """
 
     data: np.ndarray
@@ -100,6 +102,7 @@ class StageJob:
     init_weights: Path | None = None
     device: str = "cpu"
     from_scratch: bool | None = None
+    precision: str | None = None
 
     @property
     def settings(self) -> StageSettings:
@@ -212,6 +215,8 @@ def _evaluate(f: _Fold) -> tuple[float, float, np.ndarray]:
         f.size,
         job.config.eval,
         device=f.device,
+        precision=job.precision,
+        device_data=f.batches.device_data,
     )
     score = lwlrap(job.valid.targets, probs) if job.valid.targets.any() else math.nan
     return score, _bce(job.valid.targets, probs), probs
@@ -246,7 +251,9 @@ def _finish_epoch(
     )
     f.history.append(asdict(rec))
     assert f.learn is not None
-    f.checkpoints.save(epoch, f.model, f.learn.opt.state_dict(), f.history, f.lrs)
+    amp = amp_callback(f.learn)
+    scaler = amp.grad_scaler.state_dict() if amp is not None else None
+    f.checkpoints.save(epoch, f.model, f.learn.opt.state_dict(), f.history, f.lrs, scaler)
     if on_epoch is not None:
         on_epoch(rec)
 
@@ -267,11 +274,20 @@ def _fit_cycles(f: _Fold, resumed: Resumed, on_epoch: Callable[[EpochRecord], No
         if f.learn is None:
             alpha = f.job.config.augment.mixup_alpha if settings.mixup else None
             f.learn = build_learner(
-                f.model, f.batches, [loop], alpha, f.device, stage_loss(settings)
+                f.model,
+                f.batches,
+                [loop],
+                alpha,
+                f.device,
+                stage_loss(settings),
+                f.job.precision,
             )
             f.learn.create_opt()
             if resumed.opt_state is not None:
                 f.learn.opt.load_state_dict(resumed.opt_state)
+            amp = amp_callback(f.learn)
+            if amp is not None and resumed.scaler_state:
+                amp.grad_scaler.load_state_dict(resumed.scaler_state)
         else:
             f.learn.remove_cbs([cb for cb in f.learn.cbs if isinstance(cb, EpochLoop)])
             f.learn.add_cb(loop)

@@ -52,6 +52,7 @@ def stage_job(
     fold: int = 0,
     init_weights: Path | None = None,
     device: str = "cpu",
+    precision: str | None = None,
 ) -> StageJob:
     """Clips 0-31 train, 32-47 are scored."""
     return StageJob(
@@ -65,6 +66,7 @@ def stage_job(
         out_dir=out_dir,
         init_weights=init_weights,
         device=device,
+        precision=precision,
     )
 
 
@@ -77,6 +79,8 @@ def train_one(
     epochs_seen: list[int] | None = None,
     stage: str = "noisy",
     fold: int = 0,
+    precision: str | None = None,
+    device: str = "cpu",
 ) -> StageResult:
     """Trains ``stage`` of ``fold`` on one thread; ``stop_at`` interrupts after that epoch."""
 
@@ -88,4 +92,5 @@ def train_one(
 
     torch.get_num_threads()  # in a new thread, keep the count set next (DevicePool.lease)
     torch.set_num_threads(1)
-    return train_stage(stage_job(out_dir, config, data, clips, stage, fold), on_epoch)
+    job = stage_job(out_dir, config, data, clips, stage, fold, device=device, precision=precision)
+    return train_stage(job, on_epoch)

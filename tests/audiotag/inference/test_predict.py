@@ -99,6 +99,18 @@ def test_a_clips_probabilities_do_not_depend_on_how_windows_are_batched(saved) -
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-6)
 
 
+def test_windows_cut_from_a_store_on_the_device_predict_as_from_the_file(saved) -> None:
+    """Validation cuts its windows from the store training holds on the GPU."""
+    model = LoadedModel(saved[0]).model
+    data, clips = synthetic_store(n=5)
+    ev = EvalSettings(tta=0)
+    host = predict_clips(model, data, clips, WIDTH, NORM, 40, ev)
+    held = predict_clips(
+        model, data, clips, WIDTH, NORM, 40, ev, device_data=torch.from_numpy(data)
+    )
+    np.testing.assert_array_equal(host, held)
+
+
 def test_the_same_model_saved_twice_gives_the_same_bytes(saved, tmp_path: Path) -> None:
     """Fold cache keys read the bytes of the weights a fold starts from."""
     path, model = saved

@@ -4,6 +4,7 @@ its own generator."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
@@ -12,7 +13,7 @@ from fastai.optimizer import ranger
 from torch import nn
 
 from audiotag.training.batches import TrainBatches, measure_normalizer
-from audiotag.training.learner import SeededMixUp, build_learner
+from audiotag.training.learner import SeededMixUp, amp_callback, build_learner
 from audiotag.training.losses import SoftBootstrapLoss
 from tests.helpers.training import N_MELS, WIDTH, synthetic_store
 
@@ -69,3 +70,20 @@ def test_seeded_mixup_mixes_alike_from_one_seed_and_never_draws_from_torchs_gene
     # Each item is mostly itself: a weight of at least one half, targets mixed alike.
     assert lam.shape == (4,) and bool((lam >= 0.5).all() and (lam <= 1).all())
     assert bool((ya >= 0).all() and (ya <= 1).all()) and not torch.equal(xa, x)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
+def test_mixed_precision_autocasts_on_the_models_own_device(
+    precision: str, dtype: torch.dtype
+) -> None:
+    # fastai's MixedPrecision autocasts on "cuda" only: on CPU it did nothing.
+    model, batches = tiny_setup()
+    seen: list[torch.dtype] = []
+    model[1].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    learn = build_learner(model, batches, [], None, CPU, precision=precision)
+    assert amp_callback(learn) is not None
+    learn.fit(1)
+    assert seen and set(seen) == {dtype}
+    assert amp_callback(build_learner(model, batches, [], None, CPU)) is None  # CPU: fp32
