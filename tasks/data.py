@@ -14,14 +14,17 @@ from audiotag.data.filtering import filter_corrupt
 from audiotag.data.folds import make_folds
 from audiotag.data.layout import formula_labels, outside_vocabulary, read_vocabulary
 from audiotag.data.metadata import dataset_fingerprint, extract_metadata
-from audiotag.data.report import write_data_report
+from audiotag.data.report import embed_plots, write_data_report
 from audiotag.data.report.markdown import label_notes
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
 from audiotag.steps.dataset import DatasetInfo, build_features
 from audiotag.steps.preflight import check_dataset
 from audiotag.steps.workspace import Workspace
-from audiotag.tracking.runs import Tracking, log_artifact
+from audiotag.tracking.runs import Tracking, log_artifact, log_dataset, log_images
+
+# The MLflow dataset input's name; its digest is the fingerprint of the kept files.
+DATASET_NAME = "training-data"
 
 
 def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefect's hook
@@ -97,9 +100,13 @@ def filter_corrupt_files(
     paths = write_data_report(ws.metadata, ws.rejected, report_dir, info.vocab)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
+    run = tracking.parent_run_id
+    log_images(tracking, run, [p for p in paths if p.suffix == ".png"], "data_report")
+    profile = {"kept": kept, "rejected": rejected, "labels": len(info.vocab), **dict(info.counts)}
+    log_dataset(tracking, run, DATASET_NAME, info.fingerprint, data_dir, profile)
     log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")
     create_markdown_artifact(
-        paths[0].read_text(),
+        embed_plots(paths[0].read_text(), report_dir),  # the UI fetches no files
         key="data-report",
         description="Dataset report: durations, labels, levels, rejects",
     )

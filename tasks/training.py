@@ -32,6 +32,7 @@ from audiotag.tracking.runs import (
     log_metrics,
     start_child,
 )
+from audiotag.training.progress import format_history
 from audiotag.training.stage import EpochRecord, StageResult
 
 
@@ -209,6 +210,12 @@ def train_stage_fold(
             )
         if result.resumed_from_epoch:
             logger.info("%s resumed after epoch %d", name, result.resumed_from_epoch)
+        logger.info(
+            "%s done: valid lwlrap %.4f\n%s",
+            name,
+            result.valid_lwlrap,
+            format_history(result.history),
+        )
         log_metrics(
             tracking,
             run_id,
