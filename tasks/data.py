@@ -47,6 +47,7 @@ def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefec
 def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     """Brings the dataset into the FAT2019 layout; returns its directory."""
     ws = Workspace.at(workdir)
+    get_run_logger().info("preparing the dataset from %s", source)
     data_dir = prepare_source(
         source, ws.data_dir, demo_dir=ws.demo_source, kaggle_dir=ws.kaggle_source, seed=seed
     )
@@ -131,6 +132,7 @@ def make_dataset_folds(workdir: str, info: DatasetInfo, settings: FoldSettings) 
 def build_feature_store(workdir: str, info: DatasetInfo, config: TrainConfig) -> str:
     """Computes every kept file's log-mel once; cached by fingerprint and mel settings."""
     ws = Workspace.at(workdir)
+    get_run_logger().info("feature store: the log-mel of %d files (or the cached one)", info.kept)
     root = build_features(ws, Path(info.data_dir), config, info.fingerprint)
     store = feats.FeatureStore.open(root)
     get_run_logger().info(

@@ -35,21 +35,28 @@ class EpochBar(Callback):
     """A bar per epoch of one fold: ``noisy fold 2 epoch 3/10`` with batches, rate, ETA.
 
     Args:
-        name: the fold, as the logs name it (``noisy fold 2``).
+        fold: the stage and fold, as the logs name it (``noisy fold 2``).
         first_epoch: epochs of the stage before this fit (earlier cycles), so that the
             bar counts over the whole stage.
         epochs: the stage's epochs.
         stream: where the bar goes (default stderr); no bar unless it is a terminal.
+        refresh: seconds between redraws at most.
     """
 
     order = 81  # after fastai's SkipToEpoch: a skipped (resumed) epoch draws no bar
 
     def __init__(
-        self, name: str, first_epoch: int, epochs: int, stream: IO[str] | None = None
+        self,
+        fold: str,
+        first_epoch: int,
+        epochs: int,
+        stream: IO[str] | None = None,
+        refresh: float = 0.5,
     ) -> None:
-        self.name, self.first_epoch, self.epochs = name, first_epoch, epochs
+        # (not `name`: fastai's Callback has that property)
+        self.fold, self.first_epoch, self.epochs = fold, first_epoch, epochs
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = bars_wanted(self.stream)
+        self.enabled, self.refresh = bars_wanted(self.stream), refresh
         self.bar: tqdm | None = None
 
     def before_train(self) -> None:
@@ -59,12 +66,14 @@ class EpochBar(Callback):
         epoch = self.first_epoch + self.epoch + 1
         self.bar = tqdm(
             total=len(self.dl),
-            desc=f"{self.name} epoch {epoch}/{self.epochs}",
+            desc=f"{self.fold} epoch {epoch}/{self.epochs}",
             unit="batch",
             file=self.stream,
             leave=False,  # the epoch's line (logged) replaces it
-            dynamic_ncols=True,
-            mininterval=0.5,
+            # A terminal that reports no width (`script` without one) would get no bar.
+            dynamic_ncols=_width(self.stream) > 0,
+            ncols=None if _width(self.stream) > 0 else 100,
+            mininterval=self.refresh,
         )
 
     def after_batch(self) -> None:
@@ -82,6 +91,14 @@ class EpochBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _width(stream: IO[str]) -> int:
+    """The terminal's columns, 0 when it says none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _number(value: Any, digits: int = 4) -> str:
