@@ -20,6 +20,10 @@ API := http://127.0.0.1:$(PREFECT_PORT)/api
 # `make worker DO_NOT_TRACK=0` keeps them.
 DO_NOT_TRACK ?= 1
 export DO_NOT_TRACK
+# The servers, workers and deploys talk to 127.0.0.1: never through HTTP(S)_PROXY.
+comma := ,
+export NO_PROXY := $(NO_PROXY)$(if $(NO_PROXY),$(comma))127.0.0.1,localhost
+export no_proxy := $(no_proxy)$(if $(no_proxy),$(comma))127.0.0.1,localhost
 
 .PHONY: demo test format clean server deploy worker browser
 
