@@ -25,7 +25,7 @@ comma := ,
 export NO_PROXY := $(NO_PROXY)$(if $(NO_PROXY),$(comma))127.0.0.1,localhost
 export no_proxy := $(no_proxy)$(if $(no_proxy),$(comma))127.0.0.1,localhost
 
-.PHONY: demo test format clean server deploy worker browser
+.PHONY: demo test format clean server deploy worker browser config-doc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ browser:
 		echo "installing Debian's chromium for the UI test"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# docs/config.md: every override key with each preset's value (a test checks it is current).
+config-doc: $(STAMP)
+	$(BIN)/python -W ignore::RuntimeWarning -m audiotag.config.describe > docs/config.md
 
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench

@@ -86,8 +86,10 @@ def tta_ensemble(
     create_table_artifact(
         per_class, key="per-class-scores", description="lwlrap per label, weakest first"
     )
-    summary = _summary(run_name, result, tracking, list(results)[-1], baseline, registered)
-    create_markdown_artifact(summary, key="run-summary", description="OOF and test lwlrap")
+    summary = _summary(
+        run_name, result, tracking, list(results)[-1], baseline, registered, per_class
+    )
+    write_text_atomic(summary, ws.run_summary(run_name))  # the flow publishes it
     oof, test = (
         "n/a" if x is None else f"{x:.4f}" for x in (result.oof_lwlrap, result.test_lwlrap)
     )
@@ -200,6 +202,7 @@ def _summary(
     stage: str,
     baseline: BaselineResult | None,
     registered: str,
+    per_class: list[dict],
 ) -> str:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.4f}"
@@ -229,5 +232,23 @@ def _summary(
             f"(open with `mlflow ui --backend-store-uri {tracking.uri} --host 127.0.0.1`)",
         ]
     lines += ["", f"Submission: `{result.submission}`; model package: `{result.model_dir}`"]
-    lines += ["", "Per-class lwlrap (weakest first): the `per-class-scores` table."]
+    if per_class:
+        cols = list(per_class[0])
+        lines += ["", "## Per-class lwlrap (weakest out-of-fold first)", ""]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in per_class:
+            cells = [
+                "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+                for v in row.values()
+            ]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def publish_summary(workdir: str, run_name: str) -> None:
+    """The run summary as the flow run's own artifact (called in the flow, not a task:
+    the UI's run page lists the flow run's artifacts first)."""
+    text = Workspace.at(workdir).run_summary(run_name).read_text()
+    create_markdown_artifact(
+        text, key="run-summary", description="Scores, baseline, registry, per-class lwlrap"
+    )
