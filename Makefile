@@ -14,6 +14,9 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 SERVER_DIR ?= server-data
 GPUS ?= 1
+# GPU=1: this server has GPU workers, and the weekly GPU retrain stays scheduled
+# (`make deploy` pauses its schedule otherwise, and says so).
+GPU ?= 0
 POOL ?= audiotag-cpu
 API := http://127.0.0.1:$(PREFECT_PORT)/api
 # No Prefect telemetry notice (nor telemetry) from the server, deploy and worker;
@@ -76,6 +79,7 @@ deploy: $(STAMP)
 	PREFECT_API_URL=$(API) $(BIN)/prefect gcl create gpu --limit $(GPUS) \
 		|| PREFECT_API_URL=$(API) $(BIN)/prefect gcl update gpu --limit $(GPUS)
 	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all
+	PREFECT_API_URL=$(API) $(BIN)/python -m flows.deploy $(GPU)
 
 # A process worker on this machine: runs flow runs of $(POOL) from this checkout,
 # tracking to the MLflow server of `make server`.

@@ -211,6 +211,32 @@ def test_retrain_deployment_is_scheduled_weekly_on_the_gpu_pool(server: Server) 
     assert schedule["schedule"]["cron"] == "0 2 * * 1"
 
 
+def test_make_deploy_pauses_the_gpu_retrain_unless_told_there_are_gpus(server: Server) -> None:
+    """`make deploy`'s last step: on a CPU machine the weekly GPU retrain would show
+    "Not Ready" for want of GPU workers; paused, and said so; GPU=1 schedules it."""
+
+    def step(gpu: str) -> tuple[str, list[bool]]:
+        out = subprocess.run(
+            [str(BIN / "python"), "-m", "flows.deploy", gpu],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        with server.http() as c:
+            dep = c.get("/deployments/name/audiotag-train/audiotag-retrain").json()
+        return out.stdout, [s["active"] for s in dep["schedules"]]
+
+    said, active = step("0")
+    assert active == [False]
+    assert "schedule paused" in said and "GPU=1" in said
+    said, active = step("1")  # as deployed: the next test reads it scheduled
+    assert active == [True]
+    assert "is scheduled on pool audiotag-gpu" in said
+
+
 @pytest.mark.parametrize(
     "bad",
     [
