@@ -80,7 +80,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"model:        {summary['model']}")
     print(f"  tag audio:  audiotag tag PATH... --model {summary['model']}")
     print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
-    print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
+    if not summary["mlflow_uri"].startswith(("http://", "https://")):
+        print(
+            f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1"
+        )
+    if summary.get("mlflow_link"):  # the model-training view, not MLflow 3's GenAI overview
+        print(f"  open:       {summary['mlflow_link']}")
 
 
 def write_tags(rows: list, fmt: str, out: Any) -> None:

@@ -20,7 +20,7 @@ from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult
 from audiotag.steps.training import plan_stages
 from audiotag.stopping import StopRequested, stop_requested
-from audiotag.tracking.runs import Tracking
+from audiotag.tracking.runs import Tracking, run_link
 from audiotag.training.stage import StageResult
 from tasks.baseline import baseline_task
 from tasks.data import (
@@ -164,7 +164,11 @@ def train_flow(
         publish_summary(workdir, run_name)
         ok = True
         summary = _run_summary(run_name, workdir, config, info, results, result, baseline.result())
-        return summary | {"mlflow_uri": tracking.uri, "mlflow_run_id": tracking.parent_run_id}
+        return summary | {
+            "mlflow_uri": tracking.uri,
+            "mlflow_run_id": tracking.parent_run_id,
+            "mlflow_link": run_link(tracking, tracking.parent_run_id),
+        }
     finally:
         # After a failure, closing the run must not hide its cause (on a full disk the
         # tracking store fails too): a failure to close is logged, not raised.
