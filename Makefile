@@ -53,7 +53,7 @@ browser:
 
 # docs/config.md: every override key with each preset's value (a test checks it is current).
 config-doc: $(STAMP)
-	$(BIN)/python -W ignore::RuntimeWarning -m audiotag.config.describe > docs/config.md
+	$(BIN)/python -m audiotag.config.doc > docs/config.md
 
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench

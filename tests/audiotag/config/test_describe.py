@@ -65,7 +65,8 @@ def test_docs_config_md_is_current() -> None:
     from pathlib import Path
 
     from audiotag.config import PRESETS, load_config
-    from audiotag.config.describe import CONFIG_DOC, describe_fields, render_config_doc
+    from audiotag.config.describe import describe_fields
+    from audiotag.config.doc import CONFIG_DOC, render_config_doc
 
     doc = Path(__file__).resolve().parents[3] / CONFIG_DOC
     assert doc.read_text() == render_config_doc(), "docs/config.md is stale: make config-doc"
