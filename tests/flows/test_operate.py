@@ -455,7 +455,7 @@ def test_mlflow_ui_opens_the_experiment_on_its_training_runs(server: Server, run
             time.sleep(1)
         link = experiment_link(Tracking(ui, exp.experiment_id, ""))
         with browser_page() as page:
-            page.goto(link, wait_until="networkidle")
+            page.goto(link, wait_until="load")  # the MLflow UI polls: never network-idle
             try:
                 page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
                 text, url = page.inner_text("body"), page.url
