@@ -14,14 +14,21 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 SERVER_DIR ?= server-data
 GPUS ?= 1
+# GPU=1: this server has GPU workers, and the weekly GPU retrain stays scheduled
+# (`make deploy` pauses its schedule otherwise, and says so).
+GPU ?= 0
 POOL ?= audiotag-cpu
 API := http://127.0.0.1:$(PREFECT_PORT)/api
 # No Prefect telemetry notice (nor telemetry) from the server, deploy and worker;
 # `make worker DO_NOT_TRACK=0` keeps them.
 DO_NOT_TRACK ?= 1
 export DO_NOT_TRACK
+# The servers, workers and deploys talk to 127.0.0.1: never through HTTP(S)_PROXY.
+comma := ,
+export NO_PROXY := $(NO_PROXY)$(if $(NO_PROXY),$(comma))127.0.0.1,localhost
+export no_proxy := $(no_proxy)$(if $(no_proxy),$(comma))127.0.0.1,localhost
 
-.PHONY: demo test format clean server deploy worker browser
+.PHONY: demo test format clean server deploy worker browser config-doc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +50,10 @@ browser:
 		echo "installing Debian's chromium for the UI test"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# docs/config.md: every override key with each preset's value (a test checks it is current).
+config-doc: $(STAMP)
+	$(BIN)/python -m audiotag.config.doc > docs/config.md
 
 format: $(STAMP)
 	$(BIN)/ruff format audiotag tasks flows tests bench
@@ -68,6 +79,7 @@ deploy: $(STAMP)
 	PREFECT_API_URL=$(API) $(BIN)/prefect gcl create gpu --limit $(GPUS) \
 		|| PREFECT_API_URL=$(API) $(BIN)/prefect gcl update gpu --limit $(GPUS)
 	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all
+	PREFECT_API_URL=$(API) $(BIN)/python -m flows.deploy $(GPU)
 
 # A process worker on this machine: runs flow runs of $(POOL) from this checkout,
 # tracking to the MLflow server of `make server`.

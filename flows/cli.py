@@ -17,7 +17,7 @@ from flows.interrupt import (
     start_server_deaf_to_ctrl_c,
     stop_on_interrupt,
 )
-from flows.output import print_summary, write_tags
+from flows.output import print_summary, route_logs_around_bars, write_tags
 
 PURPOSE = "audiotag: train and use multi-label audio taggers (the FAT2019 recipe)."
 EXAMPLES = """\
@@ -117,6 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     level = "WARNING" if args.quiet else "DEBUG" if args.verbose else None
     if level:
         os.environ["PREFECT_LOGGING_LEVEL"] = level
+    if args.quiet:
+        from audiotag.training.progress import PROGRESS_ENV
+
+        os.environ[PROGRESS_ENV] = "0"
     ws = Workspace.at(args.workdir)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(ws.results))
     os.environ.setdefault("MLFLOW_TRACKING_URI", ws.tracking_uri)
@@ -131,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("audiotag").setLevel(
         logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     )
+    if not args.verbose:  # "Creating initial MLflow database tables..." on a new work dir
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from audiotag.stopping import stop_requested
     from flows.train import train_flow
 
@@ -143,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise failure from err
     stop_on_interrupt()
     quiet_stop_tracebacks()
+    route_logs_around_bars()
     try:
         summary = train_flow(
             source=args.source,

@@ -7,6 +7,44 @@ import json
 from typing import Any
 
 
+class _AroundBars:
+    """A console stream whose writes go through ``tqdm.write``: the progress bars are
+    cleared, the log line written, the bars drawn again below it (no torn lines)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream, end="")
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, encoding, fileno
+        return getattr(self.stream, name)
+
+
+def route_logs_around_bars() -> None:
+    """Prefect's console log lines through ``tqdm.write`` when the bars are drawn (a
+    terminal, no --quiet); nothing changes elsewhere. Call after Prefect is imported."""
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from audiotag.training.progress import bars_wanted
+
+    if not bars_wanted(sys.stderr):
+        return
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.console.file, _AroundBars
+            ):
+                handler.console.file = _AroundBars(handler.console.file)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     print("\naudiotag run", summary["run_name"])
     columns = [*summary["stages"], "baseline"]
@@ -42,7 +80,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"model:        {summary['model']}")
     print(f"  tag audio:  audiotag tag PATH... --model {summary['model']}")
     print(f"MLflow run:   {summary['mlflow_run_id']} in {summary['mlflow_uri']}")
-    print(f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1")
+    if not summary["mlflow_uri"].startswith(("http://", "https://")):
+        print(
+            f"  browse:     mlflow ui --backend-store-uri {summary['mlflow_uri']} --host 127.0.0.1"
+        )
+    if summary.get("mlflow_link"):  # the model-training view, not MLflow 3's GenAI overview
+        print(f"  open:       {summary['mlflow_link']}")
 
 
 def write_tags(rows: list, fmt: str, out: Any) -> None:

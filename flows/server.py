@@ -22,6 +22,23 @@ STARTUP_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect 
 EXAMPLE_API = "http://127.0.0.1:4200/api"
 
 
+# Our own servers (the temporary Prefect server, `make server`'s Prefect and MLflow)
+# listen on loopback; a proxy from HTTP_PROXY/HTTPS_PROXY cannot reach them.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bypass_proxies_for_loopback() -> None:
+    """Adds the loopback names to ``NO_PROXY`` and ``no_proxy`` (keeping what is there),
+    so that httpx and requests, which read either, never send a request for
+    127.0.0.1 through a proxy: behind one, the CLI would otherwise wait the whole
+    start-up time for its own temporary server and fail."""
+    for name in ("NO_PROXY", "no_proxy"):
+        have = [h.strip() for h in os.environ.get(name, "").split(",") if h.strip()]
+        missing = [h for h in LOOPBACK if h not in have]
+        if missing:
+            os.environ[name] = ",".join(have + missing)
+
+
 def use_prefect_server(api: str | None) -> str | None:
     """Points this process's Prefect at ``api`` (None: ``PREFECT_API_URL`` or, unset, a
     temporary server with ``STARTUP_ENV`` defaulting to ``STARTUP_DEFAULT_S``); returns
@@ -30,6 +47,7 @@ def use_prefect_server(api: str | None) -> str | None:
     Raises:
         UsageError: a running server was named and does not answer ``/health``.
     """
+    bypass_proxies_for_loopback()
     if api:
         os.environ[API_ENV] = api
     url = os.environ.get(API_ENV, "").strip()

@@ -20,7 +20,7 @@ from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult
 from audiotag.steps.training import plan_stages
 from audiotag.stopping import StopRequested, stop_requested
-from audiotag.tracking.runs import Tracking
+from audiotag.tracking.runs import Tracking, run_link
 from audiotag.training.stage import StageResult
 from tasks.baseline import baseline_task
 from tasks.data import (
@@ -31,7 +31,7 @@ from tasks.data import (
     filter_corrupt_files,
     make_dataset_folds,
 )
-from tasks.ensemble import tta_ensemble
+from tasks.ensemble import publish_summary, tta_ensemble
 from tasks.run import check_run, finish_tracking, start_tracking, tag_dataset
 from tasks.selection import select_noisy_clips
 from tasks.training import fold_runner, fold_task
@@ -124,13 +124,17 @@ def train_flow(
 
     Args:
         source: 'demo' (the embedded dataset), 'kaggle' (the competition; the worker
-            needs KAGGLE_USERNAME and KAGGLE_KEY), a dataset folder or the competition zip.
+            needs KAGGLE_API_TOKEN, or the older KAGGLE_USERNAME and KAGGLE_KEY), a
+            dataset folder or the competition zip.
         workdir: Folder for data, features, fold models, cache records and runs. On a
             cluster, put it on shared storage so that finished folds survive a new container.
         preset: 'demo' is small and quick on a CPU; 'reference' is the report's recipe
             (a GPU job); 'debug' trains in seconds (for smoke tests).
-        options: The settings changed most often; an empty field keeps the preset's value.
-        overrides: Any other preset field by dotted key, e.g. {"model.arch": "xresnet34"}.
+        options: The settings changed most often; an empty field keeps the preset's value
+            (each field's help names every preset's).
+        overrides: Any other preset field by dotted key, e.g. {"model.arch": "xresnet34",
+            "curated.cycles.0.lr": 0.001}; every key with each preset's value is in
+            docs/config.md (or run `audiotag config show PRESET`).
         dask_address: Train the folds on this Dask cluster (tcp://host:8786), each fold
             asking for one 'GPU' resource; empty: in this flow run's own process.
     """
@@ -157,9 +161,14 @@ def train_flow(
         result = tta_ensemble(
             workdir, info, store, config, results, run_name, tracking, baseline.result()
         )
+        publish_summary(workdir, run_name)
         ok = True
         summary = _run_summary(run_name, workdir, config, info, results, result, baseline.result())
-        return summary | {"mlflow_uri": tracking.uri, "mlflow_run_id": tracking.parent_run_id}
+        return summary | {
+            "mlflow_uri": tracking.uri,
+            "mlflow_run_id": tracking.parent_run_id,
+            "mlflow_link": run_link(tracking, tracking.parent_run_id),
+        }
     finally:
         # After a failure, closing the run must not hide its cause (on a full disk the
         # tracking store fails too): a failure to close is logged, not raised.

@@ -14,14 +14,17 @@ from audiotag.data.filtering import filter_corrupt
 from audiotag.data.folds import make_folds
 from audiotag.data.layout import formula_labels, outside_vocabulary, read_vocabulary
 from audiotag.data.metadata import dataset_fingerprint, extract_metadata
-from audiotag.data.report import write_data_report
+from audiotag.data.report import embed_plots, write_data_report
 from audiotag.data.report.markdown import label_notes
 from audiotag.features import store as feats
 from audiotag.sources.local import prepare_source
 from audiotag.steps.dataset import DatasetInfo, build_features
 from audiotag.steps.preflight import check_dataset
 from audiotag.steps.workspace import Workspace
-from audiotag.tracking.runs import Tracking, log_artifact
+from audiotag.tracking.runs import Tracking, log_artifact, log_dataset, log_images
+
+# The MLflow dataset input's name; its digest is the fingerprint of the kept files.
+DATASET_NAME = "training-data"
 
 
 def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefect's hook
@@ -44,6 +47,7 @@ def _retry_network_only(task, task_run, state) -> bool:  # noqa: ANN001 - prefec
 def download_dataset(source: str, workdir: str, seed: int = 0) -> str:
     """Brings the dataset into the FAT2019 layout; returns its directory."""
     ws = Workspace.at(workdir)
+    get_run_logger().info("preparing the dataset from %s", source)
     data_dir = prepare_source(
         source, ws.data_dir, demo_dir=ws.demo_source, kaggle_dir=ws.kaggle_source, seed=seed
     )
@@ -97,9 +101,13 @@ def filter_corrupt_files(
     paths = write_data_report(ws.metadata, ws.rejected, report_dir, info.vocab)
     for path in paths:
         log_artifact(tracking, tracking.parent_run_id, path, "data_report")
+    run = tracking.parent_run_id
+    log_images(tracking, run, [p for p in paths if p.suffix == ".png"], "data_report")
+    profile = {"kept": kept, "rejected": rejected, "labels": len(info.vocab), **dict(info.counts)}
+    log_dataset(tracking, run, DATASET_NAME, info.fingerprint, data_dir, profile)
     log_artifact(tracking, tracking.parent_run_id, ws.rejected, "data_report")
     create_markdown_artifact(
-        paths[0].read_text(),
+        embed_plots(paths[0].read_text(), report_dir),  # the UI fetches no files
         key="data-report",
         description="Dataset report: durations, labels, levels, rejects",
     )
@@ -124,6 +132,7 @@ def make_dataset_folds(workdir: str, info: DatasetInfo, settings: FoldSettings) 
 def build_feature_store(workdir: str, info: DatasetInfo, config: TrainConfig) -> str:
     """Computes every kept file's log-mel once; cached by fingerprint and mel settings."""
     ws = Workspace.at(workdir)
+    get_run_logger().info("feature store: the log-mel of %d files (or the cached one)", info.kept)
     root = build_features(ws, Path(info.data_dir), config, info.fingerprint)
     store = feats.FeatureStore.open(root)
     get_run_logger().info(

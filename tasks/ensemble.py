@@ -24,7 +24,14 @@ from audiotag.steps.ensemble import EnsembleResult, predict_test
 from audiotag.steps.workspace import Workspace
 from audiotag.storage import safe_csv_cell, write_text_atomic
 from audiotag.tracking.registry import MODEL_NAME, register_ensemble
-from audiotag.tracking.runs import Tracking, child_runs, log_artifact, log_metrics, run_link
+from audiotag.tracking.runs import (
+    Tracking,
+    child_runs,
+    log_artifact,
+    log_metrics,
+    log_series,
+    run_link,
+)
 from audiotag.training.stage import StageResult
 
 
@@ -46,11 +53,18 @@ def tta_ensemble(
     last = list(results.values())[-1]
     ws = Workspace.at(workdir)
     run_dir = ws.run_dir(run_name)
+    logger = get_run_logger()
+    logger.info(
+        "ensemble: %d %s fold models predict the out-of-fold and test clips (TTA)",
+        len(last),
+        list(results)[-1],
+    )
     # Every fold is done: the test predictions take every core.
     with device_pool().lease(threads=cpu_cores()) as device:
         result = predict_test(
             ws, info, Path(store_dir), config, last, run_dir, device, baseline=baseline
         )
+    logger.info("ensemble done: logging the run's outputs to MLflow, then registering the model")
     scores = json.loads(Path(result.scores).read_text())
     per_class = per_class_rows(scores)
     _log_scores(tracking, results, result, baseline, per_class)
@@ -72,9 +86,10 @@ def tta_ensemble(
     create_table_artifact(
         per_class, key="per-class-scores", description="lwlrap per label, weakest first"
     )
-    summary = _summary(run_name, result, tracking, list(results)[-1], baseline, registered)
-    create_markdown_artifact(summary, key="run-summary", description="OOF and test lwlrap")
-    logger = get_run_logger()
+    summary = _summary(
+        run_name, result, tracking, list(results)[-1], baseline, registered, per_class
+    )
+    write_text_atomic(summary, ws.run_summary(run_name))  # the flow publishes it
     oof, test = (
         "n/a" if x is None else f"{x:.4f}" for x in (result.oof_lwlrap, result.test_lwlrap)
     )
@@ -84,6 +99,11 @@ def tta_ensemble(
     if baseline is not None:
         logger.info(verdict(result.oof_lwlrap, result.test_lwlrap, baseline))
     return result
+
+
+# The parent run's per-fold scores: `fold_lwlrap/<stage>` and `fold_lwlrap/baseline`,
+# fold k's at step k.
+FOLD_METRIC = "fold_lwlrap"
 
 
 def _metric_key(label: str) -> str:
@@ -100,18 +120,27 @@ def _log_scores(
     baseline: BaselineResult | None,
     per_class: list[dict],
 ) -> None:
+    # Each stage's fold scores as one metric, fold k at step k: one chart per stage in
+    # one section shows every fold (and the baseline's beside them).
+    for stage, folds in results.items():
+        by_fold = sorted(folds, key=lambda r: r.fold)
+        log_series(
+            tracking,
+            tracking.parent_run_id,
+            f"{FOLD_METRIC}/{stage}",
+            [r.valid_lwlrap for r in by_fold],
+        )
+    if baseline is not None:
+        log_series(
+            tracking, tracking.parent_run_id, f"{FOLD_METRIC}/baseline", list(baseline.fold_lwlrap)
+        )
     metrics: dict[str, float | None] = {
-        f"{r.stage}/fold_{r.fold + 1}/valid_lwlrap": r.valid_lwlrap
-        for folds in results.values()
-        for r in folds
+        "oof/lwlrap": result.oof_lwlrap,
+        "test/lwlrap": result.test_lwlrap,
     }
-    metrics["oof/lwlrap"] = result.oof_lwlrap
-    metrics["test/lwlrap"] = result.test_lwlrap
     if baseline is not None:
         metrics["baseline/oof_lwlrap"] = baseline.oof_lwlrap
         metrics["baseline/test_lwlrap"] = baseline.test_lwlrap
-        for k, score in enumerate(baseline.fold_lwlrap):
-            metrics[f"baseline/fold_{k + 1}/valid_lwlrap"] = score
     for row in per_class:
         key = _metric_key(row["label"])
         metrics[f"oof_per_class/{key}"] = row["oof"]
@@ -173,6 +202,7 @@ def _summary(
     stage: str,
     baseline: BaselineResult | None,
     registered: str,
+    per_class: list[dict],
 ) -> str:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.4f}"
@@ -202,5 +232,23 @@ def _summary(
             f"(open with `mlflow ui --backend-store-uri {tracking.uri} --host 127.0.0.1`)",
         ]
     lines += ["", f"Submission: `{result.submission}`; model package: `{result.model_dir}`"]
-    lines += ["", "Per-class lwlrap (weakest first): the `per-class-scores` table."]
+    if per_class:
+        cols = list(per_class[0])
+        lines += ["", "## Per-class lwlrap (weakest out-of-fold first)", ""]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in per_class:
+            cells = [
+                "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+                for v in row.values()
+            ]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def publish_summary(workdir: str, run_name: str) -> None:
+    """The run summary as the flow run's own artifact (called in the flow, not a task:
+    the UI's run page lists the flow run's artifacts first)."""
+    text = Workspace.at(workdir).run_summary(run_name).read_text()
+    create_markdown_artifact(
+        text, key="run-summary", description="Scores, baseline, registry, per-class lwlrap"
+    )

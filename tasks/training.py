@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from audiotag.tracking.runs import (
     log_metrics,
     start_child,
 )
+from audiotag.training.progress import format_history
 from audiotag.training.stage import EpochRecord, StageResult
 
 
@@ -72,8 +74,10 @@ def fold_task(workdir: str, info: DatasetInfo, config: TrainConfig, stage: str, 
     """
     ws = Workspace.at(workdir)
     model = fold_model_path(ws, config, stage, fold, info.model_key)
+    name = f"{stage}-fold-{fold + 1}"
     return train_stage_fold.with_options(
-        task_run_name=f"{stage}-fold-{fold + 1}",
+        name=name,  # what the UI shows before the run name is set (while it waits)
+        task_run_name=name,
         cache_policy=FOLD_CACHE.configure(key_storage=str(ws.cache_keys)),
         result_storage=ws.results,  # a Path: local files, no block to save
         refresh_cache=not model.exists(),
@@ -100,6 +104,11 @@ def gpu_slot(device: str) -> Iterator[None]:
         yield
 
 
+def artifact_key(text: str) -> str:
+    """``text`` as a Prefect artifact key: lowercase letters, digits and dashes."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
+
+
 def _epoch_line(name: str, rec: EpochRecord) -> str:
     return (
         f"{name} epoch {rec.epoch}/{rec.epochs}  train/loss {rec.train_loss:.4f}  valid/loss "
@@ -111,7 +120,9 @@ def _epoch_reporter(name: str, tracking: Tracking, run_id: str) -> Callable[[Epo
     """Each finished epoch to the fold's progress artifact, the log and its MLflow run."""
     logger = get_run_logger()
     # The UI shows each running fold's progress, updated every epoch.
-    progress = create_progress_artifact(0.0, description=f"{name}: starting")
+    progress = create_progress_artifact(
+        0.0, key=artifact_key(f"{name}-progress"), description=f"{name}: starting"
+    )
 
     def on_epoch(rec: EpochRecord) -> None:
         scored = "" if math.isnan(rec.valid_lwlrap) else f", valid lwlrap {rec.valid_lwlrap:.4f}"
@@ -209,6 +220,12 @@ def train_stage_fold(
             )
         if result.resumed_from_epoch:
             logger.info("%s resumed after epoch %d", name, result.resumed_from_epoch)
+        logger.info(
+            "%s done: valid lwlrap %.4f\n%s",
+            name,
+            result.valid_lwlrap,
+            format_history(result.history),
+        )
         log_metrics(
             tracking,
             run_id,

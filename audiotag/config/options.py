@@ -2,44 +2,82 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 
+from audiotag.config.presets import PRESETS, load_config
 from audiotag.config.settings import CycleSettings, TrainConfig, _Frozen
 
 
-class TrainOptions(_Frozen):
-    """The settings a person changes most, as a form; empty fields keep the preset's value.
+def _in_presets(what: Callable[[TrainConfig], Any]) -> str:
+    """The form's words for an empty field: each preset's value of it."""
+    values = []
+    for name in PRESETS:
+        try:
+            value = what(load_config(name))
+        except (KeyError, ValueError):  # a preset without that stage
+            value = "none"
+        values.append(f"{name} {value}")
+    return " Empty: the preset's value (" + ", ".join(values) + ")."
 
-    Any other preset field is reachable through the flow's ``overrides``.
+
+def _batch_sizes(config: TrainConfig) -> str:
+    return "/".join(str(s.batch_size) for s in config.stages)
+
+
+class TrainOptions(_Frozen):
+    """The settings a person changes most, as a form: a number, or empty for the
+    preset's value (each field's help names every preset's). Leave a field's type toggle
+    on its number; "None" is the same as empty.
+
+    Any other preset field is reachable through the flow's ``overrides``
+    (docs/config.md lists the keys).
     """
 
     seed: int | None = Field(
-        None, title="Seed", ge=0, description="Seed of crops, augmentations and weights."
+        None,
+        title="Seed",
+        ge=0,
+        description="Seed of crops, augmentations and weights." + _in_presets(lambda c: c.seed),
     )
     n_folds: int | None = Field(
-        None, title="Folds", ge=2, le=20, description="Cross-validation folds."
+        None,
+        title="Folds",
+        ge=2,
+        le=20,
+        description="Cross-validation folds." + _in_presets(lambda c: c.folds.n_folds),
     )
     noisy_epochs: int | None = Field(
         None,
         title="Noisy epochs",
         ge=1,
         le=1000,
-        description="Epochs of the noisy stage, shared between its cycles as the preset does.",
+        description="Epochs of the noisy stage, shared between its cycles as the preset does."
+        + _in_presets(lambda c: c.stage("noisy").epochs),
     )
     curated_epochs: int | None = Field(
         None,
         title="Curated epochs",
         ge=1,
         le=1000,
-        description="Epochs of the curated stage, shared between its cycles as the preset does.",
+        description="Epochs of the curated stage, shared between its cycles as the preset "
+        "does." + _in_presets(lambda c: c.stage("curated").epochs),
     )
     batch_size: int | None = Field(
-        None, title="Batch size", ge=1, le=4096, description="Training batch size of every stage."
+        None,
+        title="Batch size",
+        ge=1,
+        le=4096,
+        description="Training batch size of every stage." + _in_presets(_batch_sizes),
     )
     tta: int | None = Field(
-        None, title="TTA passes", ge=0, le=64, description="Augmented passes at test time."
+        None,
+        title="TTA passes",
+        ge=0,
+        le=64,
+        description="Augmented passes at test time." + _in_presets(lambda c: c.eval.tta),
     )
 
     def overrides(self, base: TrainConfig) -> dict[str, Any]:

@@ -64,6 +64,10 @@ class Workspace:
         """One flow run's outputs: submission, oof, scores, the model package."""
         return self.root / "runs" / name
 
+    def run_summary(self, name: str) -> Path:
+        """One flow run's summary in markdown (the Prefect UI's run-summary artifact)."""
+        return self.run_dir(name) / "summary.md"
+
     def test_predictions(self, key: str) -> Path:
         """The ensemble's test probabilities for one set of models and test-time settings."""
         return self.root / "predictions" / f"test-{key}.npy"

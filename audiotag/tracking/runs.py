@@ -18,6 +18,16 @@ from audiotag.tracking.store import TrackingUnavailableError, check_reachable
 __all__ = ["TrackingUnavailableError", "check_reachable"]  # their home is tracking.store
 
 EXPERIMENT = "audiotag"
+# MLflow 3's UI opens an experiment as a GenAI app (traces, tokens, cost) unless told
+# otherwise: the experiment's kind tag says model training (the UI of MLflow 3.0-3.4 and
+# Databricks read it), and every link we give carries the UI's own switch (MLflow 3.5+
+# chooses the view by it, or by what the person last chose, not by the tag).
+KIND_TAG = "mlflow.experimentKind"
+KIND = "custom_model_development"
+UI_QUERY = "?workflowType=machine_learning"
+# Where the flow's code is, for the runs table's Source column (the CLI and workers
+# alike run this entrypoint).
+SOURCE_NAME = "flows/train.py:train_flow"
 
 
 @dataclass(frozen=True)
@@ -34,23 +44,35 @@ def tracking_uri(workdir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or Workspace.at(workdir).tracking_uri
 
 
-def code_version() -> str:
-    """The git commit of the code when it is a checkout, else the package version."""
+def _git(*args: str) -> str | None:
+    """``git ARGS`` in the code's checkout; None when it is not one (an installed package)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
+            ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
         )
-        if out.returncode == 0:
-            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def code_version() -> str:
+    """The git commit of the code when it is a checkout, else the package version."""
+    short = _git("rev-parse", "--short", "HEAD")
+    if short:
+        return short
     from audiotag import __version__
 
     return __version__
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (the runs table's Source and the run page's git commit),
+    the same on the parent run and every fold's run."""
+    tags = {"mlflow.source.name": SOURCE_NAME, "mlflow.source.type": "LOCAL"}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def flatten(prefix: str, obj: Any) -> dict[str, str]:
@@ -77,10 +99,14 @@ def start_parent(
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         artifacts = Workspace.at(workdir).mlartifacts.as_uri() if uri.startswith("sqlite") else None
-        exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+        exp_id = client.create_experiment(
+            EXPERIMENT, artifact_location=artifacts, tags={KIND_TAG: KIND}
+        )
     else:
         exp_id = exp.experiment_id
-    run = client.create_run(exp_id, run_name=name, tags=tags)
+        if KIND_TAG not in exp.tags:  # made by an older audiotag
+            client.set_experiment_tag(exp_id, KIND_TAG, KIND)
+    run = client.create_run(exp_id, run_name=name, tags={**source_tags(), **tags})
     log_params(client, run.info.run_id, params)
     return Tracking(uri, exp_id, run.info.run_id)
 
@@ -93,9 +119,8 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> Non
 
 def start_child(tracking: Tracking, name: str, params: dict[str, str]) -> str:
     client = MlflowClient(tracking.uri)
-    run = client.create_run(
-        tracking.experiment_id, run_name=name, tags={"mlflow.parentRunId": tracking.parent_run_id}
-    )
+    tags = {**source_tags(), "mlflow.parentRunId": tracking.parent_run_id}
+    run = client.create_run(tracking.experiment_id, run_name=name, tags=tags)
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -112,6 +137,50 @@ def log_metrics(tracking: Tracking, run_id: str, values: dict[str, float], step:
     ]
     if metrics:
         MlflowClient(tracking.uri).log_batch(run_id, metrics=metrics)
+
+
+def log_series(tracking: Tracking, run_id: str, key: str, values: list[float | None]) -> None:
+    """``values`` as one metric, the i-th at step i + 1 (fold k's score at step k): one
+    chart in the UI shows every fold. None and NaN are left out."""
+    import math
+    import time
+
+    ts = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(v), ts, step)
+        for step, v in enumerate(values, 1)
+        if v is not None and not math.isnan(float(v))
+    ]
+    if metrics:
+        MlflowClient(tracking.uri).log_batch(run_id, metrics=metrics)
+
+
+def log_dataset(
+    tracking: Tracking, run_id: str, name: str, fingerprint: str, source: str, profile: dict
+) -> None:
+    """The run's training data as an MLflow dataset input (the UI's Datasets column),
+    named and identified by its fingerprint; ``profile``: its counts, as JSON."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=name,
+        digest=fingerprint,
+        source_type="local",
+        source=json.dumps({"uri": source}),
+        profile=json.dumps(profile),
+    )
+    context = InputTag("mlflow.data.context", "training")
+    MlflowClient(tracking.uri).log_inputs(run_id, [DatasetInput(dataset, [context])])
+
+
+def log_images(tracking: Tracking, run_id: str, pngs: list[Path], prefix: str) -> None:
+    """PNG plots as the run's images (``prefix/<stem>``), shown on the run's charts."""
+    from PIL import Image
+
+    client = MlflowClient(tracking.uri)
+    for png in pngs:
+        with Image.open(png) as image:
+            client.log_image(run_id, image.convert("RGB"), key=f"{prefix}/{png.stem}", step=0)
 
 
 def log_artifact(
@@ -144,11 +213,16 @@ MLFLOW_UI_ENV = "AUDIOTAG_MLFLOW_UI"
 
 def run_link(tracking: Tracking, run_id: str) -> str:
     """The MLflow UI's address of a run: the tracking server's, else AUDIOTAG_MLFLOW_UI's."""
+    return f"{experiment_link(tracking)[: -len(UI_QUERY)]}/{run_id}{UI_QUERY}"
+
+
+def experiment_link(tracking: Tracking) -> str:
+    """The MLflow UI's address of the experiment's runs, in its model-training view."""
     if tracking.uri.startswith(("http://", "https://")):
         base = tracking.uri
     else:
         base = os.environ.get(MLFLOW_UI_ENV, "http://127.0.0.1:5000")
-    return f"{base.rstrip('/')}/#/experiments/{tracking.experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{tracking.experiment_id}/runs{UI_QUERY}"
 
 
 def child_runs(tracking: Tracking) -> dict[str, str]:

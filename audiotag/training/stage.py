@@ -32,6 +32,7 @@ from audiotag.training.learner import GLOBAL_RNG, amp_callback, build_learner
 from audiotag.training.loop import EpochLoop
 from audiotag.training.losses import stage_loss
 from audiotag.training.models import build_model
+from audiotag.training.progress import EpochBar
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,10 @@ def _fit_cycles(f: _Fold, resumed: Resumed, on_epoch: Callable[[EpochRecord], No
         # fit_flat_cos ignores start_epoch (fastai 2.8.12); fit honours it and the
         # scheduler reads the position from the epoch, so the lr curve matches.
         sched = {"lr": combined_cos(settings.pct_start, lr, lr, lr / 1e5)}
-        f.learn.fit(cycle.epochs, cbs=[ParamScheduler(sched)], start_epoch=max(0, done - first))
+        bar = EpochBar(f.job.name, first, settings.epochs)  # on a terminal only
+        f.learn.fit(
+            cycle.epochs, cbs=[ParamScheduler(sched), bar], start_epoch=max(0, done - first)
+        )
         first = last
 
 

@@ -286,3 +286,49 @@ def test_ctrl_c_stops_the_folds_keeps_their_checkpoints_and_the_same_command_res
     assert again.stderr.count("resumed after epoch") == 2, again.stderr[-3000:]
     assert len(list(work.glob("models/curated-*/fold-*/model.pt"))) == 2
     assert not glob.glob(checkpoints)
+
+
+# --- behind a proxy: our own servers on 127.0.0.1 are reached directly ---
+
+
+def test_a_proxy_in_the_environment_never_takes_the_requests_to_our_own_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP(S)_PROXY at a port where nothing listens: without NO_PROXY for loopback the
+    check of the Prefect server (and Prefect's client, both httpx) went to the proxy."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from flows.server import use_prefect_server
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, closed)
+    monkeypatch.setenv("NO_PROXY", "intranet.example")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_address[1]}/api"
+        assert use_prefect_server(api) == api  # answered, not refused by the "proxy"
+    finally:
+        server.shutdown()
+    import os
+
+    assert os.environ["NO_PROXY"].split(",") == [
+        "intranet.example",
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    ]
+    assert "127.0.0.1" in os.environ["no_proxy"].split(",")

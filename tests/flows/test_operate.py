@@ -17,7 +17,15 @@ from mlflow.tracking import MlflowClient
 
 from audiotag.config import TrainOptions
 from audiotag.sources.demo import write_demo_dataset
-from tests.helpers.prefect_server import BIN, ROOT, Server, chromium, free_port, stop
+from tests.helpers.prefect_server import (
+    BIN,
+    ROOT,
+    Server,
+    browser_page,
+    chromium,
+    free_port,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -123,14 +131,19 @@ def runs(server: Server) -> Iterator[dict]:
 
 
 def _parent_metrics(workdir: Path, flow_run_id: str) -> dict[str, float]:
-    """The metrics of the flow run's finished MLflow parent run (a failed try has its own)."""
+    """The metrics of the flow run's finished MLflow parent run (a failed try has its own);
+    the per-fold scores, one key per stage with fold k at step k, as ``<stage>/fold_<k>``."""
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     exp = client.get_experiment_by_name("audiotag")
     (run,) = client.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' and status = 'FINISHED'",
     )
-    return run.data.metrics
+    metrics = dict(run.data.metrics)
+    for key in [k for k in metrics if k.startswith("fold_lwlrap/")]:
+        for m in client.get_metric_history(run.info.run_id, key):
+            metrics[f"{key.split('/', 1)[1]}/fold_{m.step}"] = m.value
+    return metrics
 
 
 def test_a_run_made_from_the_ui_completes_and_its_fold_table_matches_mlflow(
@@ -151,10 +164,8 @@ def test_a_run_made_from_the_ui_completes_and_its_fold_table_matches_mlflow(
     assert [r["fold"] for r in rows] == [1, 2, 3, 4, 5]
     for r in rows:
         k = r["fold"]
-        assert r["curated lwlrap"] == pytest.approx(
-            metrics[f"curated/fold_{k}/valid_lwlrap"], abs=5e-5
-        )
-        assert r["noisy lwlrap"] == pytest.approx(metrics[f"noisy/fold_{k}/valid_lwlrap"], abs=5e-5)
+        assert r["curated lwlrap"] == pytest.approx(metrics[f"curated/fold_{k}"], abs=5e-5)
+        assert r["noisy lwlrap"] == pytest.approx(metrics[f"noisy/fold_{k}"], abs=5e-5)
     with server.http() as c:
         arts = c.post(
             "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [runs["b"]]}}}
@@ -162,12 +173,17 @@ def test_a_run_made_from_the_ui_completes_and_its_fold_table_matches_mlflow(
     kinds = {a["type"] for a in arts}
     assert {"table", "markdown", "progress"} <= kinds
     (summary,) = [a for a in arts if a["key"] == "run-summary"]
+    assert summary["task_run_id"] is None  # the flow run's own, listed first on its page
     assert f"{metrics['oof/lwlrap']:.4f}" in summary["data"]
     assert "#/experiments/" in summary["data"]  # links to the MLflow runs
+    assert "Registry: registered as audiotag version" in summary["data"]
+    assert "## Per-class lwlrap" in summary["data"]
     # Every fold's progress artifact ended at 100%: 8 trained in the failed try (noisy 3
     # failed before it started, curated 3 never started), noisy 3 and curated 3 in the retry.
     progress = [a for a in arts if a["type"] == "progress"]
     assert len(progress) == 10
+    keys = {f"{s}-fold-{k}-progress" for s in ("noisy", "curated") for k in range(1, 6)}
+    assert {a["key"] for a in progress} == keys  # titled cards, one per fold
     assert all(float(a["data"]) == pytest.approx(100.0) for a in progress)
 
 
@@ -193,6 +209,32 @@ def test_retrain_deployment_is_scheduled_weekly_on_the_gpu_pool(server: Server) 
     (schedule,) = dep["schedules"]
     assert schedule["active"]
     assert schedule["schedule"]["cron"] == "0 2 * * 1"
+
+
+def test_make_deploy_pauses_the_gpu_retrain_unless_told_there_are_gpus(server: Server) -> None:
+    """`make deploy`'s last step: on a CPU machine the weekly GPU retrain would show
+    "Not Ready" for want of GPU workers; paused, and said so; GPU=1 schedules it."""
+
+    def step(gpu: str) -> tuple[str, list[bool]]:
+        out = subprocess.run(
+            [str(BIN / "python"), "-m", "flows.deploy", gpu],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        with server.http() as c:
+            dep = c.get("/deployments/name/audiotag-train/audiotag-retrain").json()
+        return out.stdout, [s["active"] for s in dep["schedules"]]
+
+    said, active = step("0")
+    assert active == [False]
+    assert "schedule paused" in said and "GPU=1" in said
+    said, active = step("1")  # as deployed: the next test reads it scheduled
+    assert active == [True]
+    assert "is scheduled on pool audiotag-gpu" in said
 
 
 @pytest.mark.parametrize(
@@ -252,8 +294,8 @@ def test_dask_cluster_gives_the_same_fold_scores(
     assert len(summary["folds"]) == 5
     for f in summary["folds"]:
         k = f["fold"]
-        assert f["noisy"] == pytest.approx(metrics[f"noisy/fold_{k}/valid_lwlrap"], abs=1e-6)
-        assert f["curated"] == pytest.approx(metrics[f"curated/fold_{k}/valid_lwlrap"], abs=1e-6)
+        assert f["noisy"] == pytest.approx(metrics[f"noisy/fold_{k}"], abs=1e-6)
+        assert f["curated"] == pytest.approx(metrics[f"curated/fold_{k}"], abs=1e-6)
 
 
 def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
@@ -338,3 +380,90 @@ def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
     finally:
         with server.http() as c:
             c.delete("/v2/concurrency_limits/gpu")
+
+
+def test_ui_data_report_artifact_shows_every_plot(server: Server, runs: dict) -> None:
+    """The plots are in the artifact (data URIs): the UI has no files to fetch them from."""
+    with server.http() as c:
+        arts = c.post(
+            "/artifacts/filter",
+            json={
+                "artifacts": {
+                    "flow_run_id": {"any_": [runs["b"]]},
+                    "key": {"any_": ["data-report"]},
+                }
+            },
+        ).json()
+    art = arts[0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with browser_page() as page:
+        page.goto(f"{server.ui}/artifacts/artifact/{art['id']}", wait_until="networkidle")
+        try:
+            page.get_by_text("Subsets").first.wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => [...document.images].filter(i => i.src.startsWith('data:')).length >= 4"
+                " && [...document.images].every(i => i.complete)",
+                timeout=60_000,
+            )
+            images = page.evaluate(
+                "() => [...document.images].filter(i => i.src.startsWith('data:image/png'))"
+                ".map(i => [i.alt, i.naturalWidth])"
+            )
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "ui-data-report.png"), full_page=True)
+    assert sorted(alt for alt, _ in images) == [
+        "durations",
+        "label_frequency",
+        "labels_per_clip",
+        "levels",
+    ]
+    assert all(width > 0 for _, width in images), images
+
+
+def test_mlflow_ui_opens_the_experiment_on_its_training_runs(server: Server, runs: dict) -> None:
+    """The link the run summary gives opens MLflow 3's model-training view with the runs
+    table, not the GenAI overview (traces, tokens, cost)."""
+    from audiotag.tracking.runs import Tracking, experiment_link
+
+    store = f"sqlite:///{server.tmp / 'work-b'}/mlflow.db"
+    exp = MlflowClient(store).get_experiment_by_name("audiotag")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent, *_) = MlflowClient(store).search_runs(
+        [exp.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{runs['b']}'"
+    )
+    port = free_port()
+    log = open(server.tmp / "mlflow-ui.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", store, "--workers", "1"],
+        env=server.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        ui = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{ui}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (server.tmp / "mlflow-ui.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(1)
+        link = experiment_link(Tracking(ui, exp.experiment_id, ""))
+        with browser_page() as page:
+            page.goto(link, wait_until="load")  # the MLflow UI polls: never network-idle
+            try:
+                page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+                text, url = page.inner_text("body"), page.url
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "mlflow-experiment.png"), full_page=True)
+    finally:
+        stop(proc)
+        log.close()
+    assert f"/experiments/{exp.experiment_id}/runs" in url  # not sent on to an overview
+    assert "Training runs" not in text  # the GenAI navigation's name for them
+    assert "Tokens" not in text

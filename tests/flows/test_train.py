@@ -180,6 +180,16 @@ def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
     assert parent.data.tags["audiotag.dataset_fingerprint"]
     assert parent.data.metrics["oof/lwlrap"] == pytest.approx(summary["oof_lwlrap"])
     assert "test/lwlrap" in parent.data.metrics
+    # One chart per stage shows every fold: one key, fold k at step k.
+    for stage in summary["stages"]:
+        history = client.get_metric_history(parent.info.run_id, f"fold_lwlrap/{stage}")
+        by_fold = {m.step: m.value for m in history}
+        assert by_fold == pytest.approx({r["fold"]: r[stage] for r in summary["folds"]})
+    (data,) = parent.inputs.dataset_inputs
+    assert data.dataset.digest == parent.data.tags["audiotag.dataset_fingerprint"]
+    assert summary["mlflow_link"].endswith(
+        f"/runs/{parent.info.run_id}?workflowType=machine_learning"
+    )
     assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
@@ -187,6 +197,9 @@ def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
     )
     # This run trained noisy 3 and curated 3; the cached folds' runs belong to the first.
     assert sorted(r.info.run_name for r in children) == ["curated-fold-3", "noisy-fold-3"]
+    for child in [parent, *children]:  # the runs table's Source, the commit on each
+        assert child.data.tags["mlflow.source.name"] == "flows/train.py:train_flow"
+        assert child.data.tags["mlflow.source.git.commit"]
     for child in children:
         assert client.get_metric_history(child.info.run_id, "valid/lwlrap")
         assert {"train/loss", "valid/loss"} <= set(child.data.metrics)

@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +138,26 @@ def chromium() -> str:
     if path is None:
         pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
     return path
+
+
+@contextmanager
+def browser_page(width: int = 1280, height: int = 1600) -> Iterator[Any]:
+    """A page of Debian's chromium, headless, driven by playwright (which downloads none)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()

@@ -139,9 +139,19 @@ def test_the_folds_cover_every_kept_training_file(prepared: dict[str, Any]) -> N
 
 
 def test_the_data_report_is_a_markdown_artifact(prepared: dict[str, Any]) -> None:
+    """Its plots are in it (data URIs): the Prefect UI has no files beside it to fetch."""
+    import base64
+
     artifact = read_artifact(prepared["flow_run_id"], "data-report")
     assert artifact.type == "markdown"
-    assert artifact.data == (prepared["ws"].report_dir / "data_report.md").read_text()
+    report_dir = prepared["ws"].report_dir
+    text = (report_dir / "data_report.md").read_text()
+    assert artifact.data.split("## Plots")[0] == text.split("## Plots")[0]
+    pngs = sorted(report_dir.glob("*.png"))
+    assert len(pngs) == 4 and ".png)" not in artifact.data
+    for png in pngs:
+        data = base64.b64encode(png.read_bytes()).decode()
+        assert f"![{png.stem}](data:image/png;base64,{data})" in artifact.data
 
 
 def test_the_rejected_files_are_a_table_artifact(prepared: dict[str, Any]) -> None:
@@ -163,3 +173,22 @@ def test_the_report_files_are_logged_to_the_parent_run(prepared: dict[str, Any])
     written = {p.name for p in ws.report_dir.iterdir()}
     assert "data_report.md" in written
     assert names == written | {ws.rejected.name}
+
+
+def test_the_dataset_is_an_mlflow_input_and_the_plots_are_run_images(
+    prepared: dict[str, Any],
+) -> None:
+    """The runs table's Datasets column names the data by its fingerprint; the run's
+    charts show the report's plots."""
+    from mlflow.tracking import MlflowClient
+
+    tracking, info = prepared["tracking"], prepared["info"]
+    client = MlflowClient(tracking.uri)
+    run = client.get_run(tracking.parent_run_id)
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.digest == info.fingerprint
+    assert json.loads(given.dataset.profile)["kept"] == info.kept
+    assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "training"}
+    images = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "images")}
+    for plot in ("durations", "label_frequency", "labels_per_clip", "levels"):
+        assert any(name.startswith(f"data_report~{plot}+") for name in images), images

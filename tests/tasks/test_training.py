@@ -114,6 +114,9 @@ def test_fold_cache_key_ignores_later_stages_and_test_time_settings(
 def test_fold_task_is_named_after_its_stage_and_one_based_fold(tmp_path: Path) -> None:
     task = fold_task(str(tmp_path), INFO, load_config("debug"), "curated", 2)
     assert task.task_run_name == "curated-fold-3"
+    assert (
+        task.name == "curated-fold-3"
+    )  # a run waiting for its init shows this, not train_stage_fold
 
 
 def test_fold_task_keeps_cache_records_and_results_in_the_work_dir(tmp_path: Path) -> None:
@@ -157,3 +160,10 @@ def test_a_cpu_fold_takes_no_gpu_slot(prefect_server: Path) -> None:
             assert active() == 0
         finally:
             client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+
+
+def test_artifact_keys_are_what_prefect_accepts() -> None:
+    from tasks.training import artifact_key
+
+    assert artifact_key("noisy-fold-1-progress") == "noisy-fold-1-progress"
+    assert artifact_key("Plus_Noisy fold 2--progress") == "plus-noisy-fold-2-progress"

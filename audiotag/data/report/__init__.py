@@ -60,6 +60,25 @@ def write_data_report(
     return [md, *pngs]
 
 
+_PLOT_LINK = re.compile(r"!\[([^\]]*)\]\(([^)/]+\.png)\)")
+
+
+def embed_plots(markdown: str, folder: Path) -> str:
+    """The report's text with each plot link ``![name](name.png)`` replaced by the PNG
+    itself as a ``data:`` URI, for a viewer that cannot fetch files beside it (the
+    Prefect UI's markdown artifacts). A plot missing from ``folder`` keeps its link."""
+    import base64
+
+    def inline(m: re.Match[str]) -> str:
+        png = Path(folder) / m.group(2)
+        if not png.is_file():
+            return m.group(0)
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        return f"![{m.group(1)}](data:image/png;base64,{data})"
+
+    return _PLOT_LINK.sub(inline, markdown)
+
+
 def write_scored_report(
     report: Path, per_class: list[dict], out: Path, relink: bool = True
 ) -> Path:

@@ -35,6 +35,16 @@ def _table(header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows)]
 
 
+def _transposed(header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A table with one column per row of ``rows`` and one row per field: a few subsets
+    and fifteen fields stay readable where a wide table is cut off (the Prefect UI)."""
+    columns = [list(r) for r in rows]
+    return _table(
+        [header[0], *(c[0] for c in columns)],
+        ([field, *(c[i] for c in columns)] for i, field in enumerate(header[1:], 1)),
+    )
+
+
 def _seen(values: list[Any]) -> str:
     return ", ".join(str(v) for v in values) if values else "–"
 
@@ -101,7 +111,7 @@ def render_markdown(
         "",
         "## Subsets",
         "",
-        *_table(
+        *_transposed(
             [
                 "subset",
                 "files",

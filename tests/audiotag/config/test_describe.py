@@ -58,3 +58,18 @@ def test_a_validation_error_is_one_line_per_problem_naming_key_value_and_range(
     for problem, line in zip(sorted(problems), sorted(lines), strict=True):
         assert problem.startswith(line), problem
     assert not any("pydantic" in p or "http" in p or "\n" in p for p in problems)
+
+
+def test_docs_config_md_is_current() -> None:
+    """The override keys the form's help links to: `make config-doc` rewrites it."""
+    from pathlib import Path
+
+    from audiotag.config import PRESETS, load_config
+    from audiotag.config.describe import describe_fields
+    from audiotag.config.doc import CONFIG_DOC, render_config_doc
+
+    doc = Path(__file__).resolve().parents[3] / CONFIG_DOC
+    assert doc.read_text() == render_config_doc(), "docs/config.md is stale: make config-doc"
+    for preset in PRESETS:  # every key of every preset is listed
+        for row in describe_fields(load_config(preset)):
+            assert f"| `{row.key}` |" in doc.read_text()

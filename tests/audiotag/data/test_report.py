@@ -100,8 +100,12 @@ def _rejected_rows() -> list[dict]:
 
 
 def _table_row(md: str, subset: str) -> list[str]:
-    line = next(line for line in md.splitlines() if line.startswith(f"| {subset} |"))
-    return [cell.strip() for cell in line.strip("|").split(" | ")]
+    """A subset's column of the (transposed) subsets table: its name, then each field."""
+    section = md.split("## Subsets", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in lines]
+    col = rows[0].index(subset)
+    return [subset] + [row[col] for row in rows[2:]]
 
 
 def _check_files(paths: list[Path], out_dir: Path) -> None:

@@ -17,6 +17,7 @@ from audiotag.tracking.runs import (
     check_reachable,
     child_runs,
     end_run,
+    experiment_link,
     flatten,
     log_artifact,
     log_metrics,
@@ -61,6 +62,7 @@ def test_a_parent_run_its_children_metrics_tags_and_artifacts_land_in_the_store(
     client = MlflowClient(tracking.uri)
     exp = client.get_experiment(tracking.experiment_id)
     assert exp.name == "audiotag"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI
     assert exp.artifact_location == Workspace.at(workdir).mlartifacts.as_uri()
 
     parent = client.get_run(tracking.parent_run_id)
@@ -74,6 +76,9 @@ def test_a_parent_run_its_children_metrics_tags_and_artifacts_land_in_the_store(
     log_metrics(tracking, fold, {})  # nothing to log: no call
     child = client.get_run(fold)
     assert child.data.tags["mlflow.parentRunId"] == tracking.parent_run_id
+    for run in (parent, child):  # the runs table's Source column, the commit on each run
+        assert run.data.tags["mlflow.source.name"] == "flows/train.py:train_flow"
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     assert child.data.params == {"fold": "1"}
     assert child.data.metrics == {"valid/lwlrap": 0.5}
     assert [m.step for m in client.get_metric_history(fold, "valid/lwlrap")] == [3]
@@ -105,13 +110,16 @@ def test_a_parent_run_its_children_metrics_tags_and_artifacts_land_in_the_store(
 def test_run_link_points_at_the_tracking_server_else_at_the_ui_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Links open MLflow 3's model-training view (its default is the GenAI overview)."""
     monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
+    ml = "?workflowType=machine_learning"
     server = Tracking("http://mlflow.example:5000/", "7", "p")
-    assert run_link(server, "r1") == "http://mlflow.example:5000/#/experiments/7/runs/r1"
+    assert run_link(server, "r1") == f"http://mlflow.example:5000/#/experiments/7/runs/r1{ml}"
+    assert experiment_link(server) == f"http://mlflow.example:5000/#/experiments/7/runs{ml}"
     local = Tracking("sqlite:////w/mlflow.db", "7", "p")
-    assert run_link(local, "r1") == "http://127.0.0.1:5000/#/experiments/7/runs/r1"
+    assert run_link(local, "r1") == f"http://127.0.0.1:5000/#/experiments/7/runs/r1{ml}"
     monkeypatch.setenv(MLFLOW_UI_ENV, "http://ui.example:8080/")
-    assert run_link(local, "r1") == "http://ui.example:8080/#/experiments/7/runs/r1"
+    assert run_link(local, "r1") == f"http://ui.example:8080/#/experiments/7/runs/r1{ml}"
 
 
 def test_a_tracking_server_that_is_not_there_is_named_and_a_file_store_never_checked() -> None:
