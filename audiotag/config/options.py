@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from audiotag.config.settings import CycleSettings, TrainConfig, _Frozen
+from audiotag.config.settings import MODEL_NAME_PATTERN, CycleSettings, TrainConfig, _Frozen
 
 
 class TrainOptions(_Frozen):
@@ -42,6 +42,14 @@ class TrainOptions(_Frozen):
         None, title="TTA passes", ge=0, le=64, description="Augmented passes at test time."
     )
 
+    model_name: str | None = Field(
+        None,
+        title="Registered model",
+        pattern=MODEL_NAME_PATTERN,
+        description="The MLflow registered model this run's ensemble becomes a version of "
+        "(one per dataset or project: each keeps its own champion); empty: 'audiotag'.",
+    )
+
     def overrides(self, base: TrainConfig) -> dict[str, Any]:
         """These options as dotted overrides of ``base`` (the preset they apply to)."""
         out: dict[str, Any] = {}
@@ -57,6 +65,8 @@ class TrainOptions(_Frozen):
                 out[f"stages.{i}.batch_size"] = self.batch_size
         if self.tta is not None:
             out["eval.tta"] = self.tta
+        if self.model_name is not None:
+            out["registry.model_name"] = self.model_name
         return out
 
 
