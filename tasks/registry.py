@@ -13,7 +13,8 @@ from audiotag.steps.dataset import DatasetInfo, kept_rows
 from audiotag.steps.ensemble import EnsembleResult
 from audiotag.steps.workspace import Workspace
 from audiotag.storage import file_digest
-from audiotag.tracking.registry import Evidence, HeldOutClip, register_ensemble
+from audiotag.tracking.champion import Evidence, HeldOutClip
+from audiotag.tracking.registry import register_ensemble
 from audiotag.tracking.runs import Tracking
 
 

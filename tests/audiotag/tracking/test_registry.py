@@ -22,13 +22,11 @@ from packaging.utils import canonicalize_name
 
 from audiotag.inference.serving import ENV_ALLOWED_DIRS
 from audiotag.inference.tagging import Ensemble, all_probabilities, package_digest
+from audiotag.tracking.champion import Evidence, HeldOutClip, held_out_lwlrap
 from audiotag.tracking.registry import (
     MODEL_NAME,
     SERVED_DISTRIBUTIONS,
-    Evidence,
-    HeldOutClip,
     Registration,
-    held_out_lwlrap,
     load_ensemble,
     register_ensemble,
     served_requirements,
