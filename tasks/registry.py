@@ -39,8 +39,14 @@ def run_evidence(ws: Workspace, info: DatasetInfo, config: TrainConfig) -> Evide
         held_out=held_out,
         trained=trained,
         flow_run_id=flow_run.get_id() or "",
-        flow_run_url=flow_run.get_flow_run_ui_url() or "",
+        flow_run_url=_ui_url(),
     )
+
+
+def _ui_url() -> str:
+    # Prefect spells the link from PREFECT_UI_URL even when that is unset ("None/...").
+    url = flow_run.get_flow_run_ui_url() or ""
+    return url if url.startswith(("http://", "https://")) else ""
 
 
 def register_run_model(
