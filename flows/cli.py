@@ -171,16 +171,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from audiotag.errors import UsageError
     from audiotag.inference.tagging import Ensemble, find_audio, tag_files
 
     try:
         if args.model.startswith(("models:/", "runs:/")):
             from audiotag.tracking.registry import load_ensemble
+            from audiotag.tracking.store import model_store_uri
 
+            model_store_uri(args.model)  # what to set, before MLflow makes ./mlflow.db
             ens = load_ensemble(args.model)
         else:
             ens = Ensemble(Path(args.model), args.device)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (FileNotFoundError, ValueError, OSError, UsageError) as err:
         print(f"audiotag: {err}", file=sys.stderr)
         return 2
     files = find_audio([Path(p) for p in args.paths])

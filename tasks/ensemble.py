@@ -7,7 +7,6 @@ baseline's and the per-class scores are logged beside it.
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 from pathlib import Path
@@ -23,7 +22,6 @@ from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import EnsembleResult, predict_test
 from audiotag.steps.workspace import Workspace
 from audiotag.storage import safe_csv_cell, write_text_atomic
-from audiotag.tracking.registry import MODEL_NAME, register_ensemble
 from audiotag.tracking.runs import (
     Tracking,
     child_runs,
@@ -33,6 +31,7 @@ from audiotag.tracking.runs import (
     run_link,
 )
 from audiotag.training.stage import StageResult
+from tasks.registry import register_run_model
 
 
 @task
@@ -79,7 +78,7 @@ def tta_ensemble(
         if path is not None:
             log_artifact(tracking, tracking.parent_run_id, path)
     log_artifact(tracking, tracking.parent_run_id, result.model_dir, "model")
-    registered = _register(tracking, result, info)
+    registered = register_run_model(ws, info, config, result, tracking)
     create_table_artifact(
         _fold_rows(results, baseline), key="fold-scores", description="Validation lwlrap per fold"
     )
@@ -157,28 +156,6 @@ def _write_per_class(rows: list[dict], path: Path) -> Path:
     writer.writeheader()
     writer.writerows({**r, "label": safe_csv_cell(r["label"])} for r in rows)
     return write_text_atomic(out.getvalue(), path)
-
-
-def _register(tracking: Tracking, result: EnsembleResult, info: DatasetInfo) -> str:
-    """Registers the package; returns what happened, in words."""
-    # Without an out-of-fold score the package is registered, but never as the champion.
-    oof = math.nan if result.oof_lwlrap is None else result.oof_lwlrap
-    reg = register_ensemble(tracking, Path(result.model_dir), info.vocab, oof)
-    if not reg.new:
-        alias = f" (alias '{reg.alias}')" if reg.alias else ""
-        text = (
-            f"the same models are registered already: {MODEL_NAME} version {reg.version}"
-            f"{alias}; not registered again"
-        )
-    else:
-        why = (
-            ""
-            if reg.alias == "champion"
-            else " (it does not beat the champion's OOF lwlrap on this vocabulary)"
-        )
-        text = f"registered as {MODEL_NAME} version {reg.version} with alias '{reg.alias}'{why}"
-    get_run_logger().info(text)
-    return text
 
 
 def _fold_rows(

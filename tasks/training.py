@@ -6,7 +6,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from audiotag.tracking.runs import (
 )
 from audiotag.training.progress import format_history
 from audiotag.training.stage import EpochRecord, StageResult
+from tasks.runners import task_submitter
 
 
 def fold_cache_key(ctx: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -238,29 +239,13 @@ def train_stage_fold(
         end_run(tracking, run_id, ok)
 
 
-@contextmanager
-def fold_runner(dask_address: str | None = None) -> Iterator[Callable[..., PrefectFuture]]:
+def fold_runner(
+    dask_address: str | None = None,
+) -> AbstractContextManager[Callable[..., PrefectFuture]]:
     """``submit(task, **parameters)`` for fold trainings.
 
     Without an address the folds go to the flow's own task runner. With one they go
     to that Dask cluster through prefect-dask, each asking for one ``GPU`` resource, so
     a worker started with ``--resources GPU=<n>`` never trains more than n folds at once.
     """
-    if not dask_address:
-
-        def submit_here(task: Task, **parameters: Any) -> PrefectFuture:
-            return task.submit(**parameters)
-
-        yield submit_here
-        return
-
-    import dask
-    from prefect_dask import DaskTaskRunner
-
-    with DaskTaskRunner(address=dask_address) as runner:
-
-        def submit_dask(task: Task, **parameters: Any) -> PrefectFuture:
-            with dask.annotate(resources={"GPU": 1}):
-                return runner.submit(task, parameters=parameters)
-
-        yield submit_dask
+    return task_submitter(dask_address, {"GPU": 1})

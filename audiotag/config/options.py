@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from audiotag.config.presets import PRESETS, load_config
-from audiotag.config.settings import CycleSettings, TrainConfig, _Frozen
+from audiotag.config.settings import MODEL_NAME_PATTERN, CycleSettings, TrainConfig, _Frozen
 
 
 def _in_presets(what: Callable[[TrainConfig], Any]) -> str:
@@ -80,6 +80,14 @@ class TrainOptions(_Frozen):
         description="Augmented passes at test time." + _in_presets(lambda c: c.eval.tta),
     )
 
+    model_name: str | None = Field(
+        None,
+        title="Registered model",
+        pattern=MODEL_NAME_PATTERN,
+        description="The MLflow registered model this run's ensemble becomes a version of "
+        "(one per dataset or project: each keeps its own champion); empty: 'audiotag'.",
+    )
+
     def overrides(self, base: TrainConfig) -> dict[str, Any]:
         """These options as dotted overrides of ``base`` (the preset they apply to)."""
         out: dict[str, Any] = {}
@@ -95,6 +103,8 @@ class TrainOptions(_Frozen):
                 out[f"stages.{i}.batch_size"] = self.batch_size
         if self.tta is not None:
             out["eval.tta"] = self.tta
+        if self.model_name is not None:
+            out["registry.model_name"] = self.model_name
         return out
 
 

@@ -291,6 +291,22 @@ def _legacy_stages(data: Any) -> Any:
     return rest
 
 
+# A registered model's name: MLflow takes most characters, but the name also appears
+# in ``models:/NAME@champion`` URIs and in search filters, where / @ ' and spaces break it.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class RegistrySettings(_Frozen):
+    """Where the run's ensemble is registered in MLflow (not part of any model's key)."""
+
+    model_name: str = Field(
+        "audiotag",
+        pattern=MODEL_NAME_PATTERN,
+        description="The registered model the ensemble becomes a version of; one per dataset "
+        "or project, so that each keeps its own champion.",
+    )
+
+
 class TrainConfig(_Frozen):
     """Everything that determines a training run's results."""
 
@@ -310,6 +326,7 @@ class TrainConfig(_Frozen):
         description="The training stages in order; the test ensemble uses the last one.",
     )
     eval: EvalSettings = EvalSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @model_validator(mode="before")
     @classmethod

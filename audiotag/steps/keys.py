@@ -15,10 +15,10 @@ def stage_key(config: TrainConfig, stage: str, data_key: str) -> str:
     and those of the stages it starts from, seed.
 
     ``data_key`` is ``DatasetInfo.model_key`` (kept files, labels, vocabulary).
-    Evaluation settings are left out (they do not change weights), and so are later
-    or unrelated stages: changing them never retrains this one.
+    Evaluation and registry settings are left out (they do not change weights), and so
+    are later or unrelated stages: changing them never retrains this one.
     """
-    parts = config.model_dump(mode="json", exclude={"eval", "preset", "stages"})
+    parts = config.model_dump(mode="json", exclude={"eval", "preset", "registry", "stages"})
     parts["stages"] = [st.model_dump(mode="json") for st in config.lineage(stage)]
     return settings_hash(data_key, stage, json.dumps(parts, sort_keys=True))
 

@@ -94,3 +94,36 @@ class Workspace:
     @property
     def mlartifacts(self) -> Path:  # MLflow's artifact root for the SQLite store
         return self.root / "mlartifacts"
+
+
+# The tag flow's state in the folder it tags: hidden, beside the results file it writes.
+TAG_STATE_DIR = ".audiotag-tagging"
+
+
+@dataclass(frozen=True)
+class TagFolder:
+    """A folder the tag flow tags, and what the flow keeps in it between runs."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, folder: str | Path) -> TagFolder:
+        return cls(Path(folder).resolve())
+
+    def output(self, name: str) -> Path:  # the merged results file
+        return self.root / name
+
+    @property
+    def state(self) -> Path:  # never searched for audio
+        return self.root / TAG_STATE_DIR
+
+    @property
+    def results(self) -> Path:  # each finished chunk's rows (Prefect's result storage)
+        return self.state / "prefect-results"
+
+    @property
+    def cache_keys(self) -> Path:  # Prefect's cache records: which chunks a re-run skips
+        return self.state / "prefect-cache"
+
+    def model_dir(self, key: str) -> Path:  # a registered model's package, downloaded once
+        return self.state / "models" / key

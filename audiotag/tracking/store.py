@@ -7,6 +7,7 @@ a tracking server is asked for its ``/health``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import urllib.error
 import urllib.request
@@ -89,3 +90,30 @@ def check_tracking_store(uri: str) -> None:
             raise TrackingUnavailableError(
                 f"MLflow tracking store {uri} cannot be written: {problem}"
             )
+
+
+def model_store_uri(model_uri: str, tracking_uri: str | None = None) -> str:
+    """The tracking store that holds ``model_uri`` (``models:/NAME@champion``,
+    ``runs:/...``): ``tracking_uri``, else ``MLFLOW_TRACKING_URI``; checked, never made.
+
+    Without either MLflow would read (and create) ``mlflow.db`` in the current folder,
+    and an SQLite URI naming no file would make an empty store: both only say that
+    the model does not exist.
+
+    Raises:
+        TrackingUnavailableError: one line saying what to set, or what is wrong.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise TrackingUnavailableError(
+            f"{model_uri} names a model in an MLflow store: set MLFLOW_TRACKING_URI to that "
+            "store (a training work dir's is sqlite:///<workdir>/mlflow.db), or give a "
+            "model package's path"
+        )
+    if uri.startswith("sqlite:///") and not _sqlite_path(uri).is_file():
+        raise TrackingUnavailableError(
+            f"MLflow tracking store {uri}: {_sqlite_path(uri)} does not exist; set "
+            "MLFLOW_TRACKING_URI to the store that registered the model"
+        )
+    check_tracking_store(uri)
+    return uri

@@ -10,8 +10,9 @@ from pathlib import Path
 from uuid import UUID
 
 
-def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
-    """``{"noisy-fold-3": "Failed", ...}``: the state of each fold task of a flow run."""
+def task_states(flow_run_id: UUID | str, part: str) -> dict[str, str]:
+    """``{"noisy-fold-3": "Failed", ...}``: the state of each task run of a flow run
+    whose name contains ``part``."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -19,14 +20,14 @@ def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
 
     # Prefect 3 sends task-run states to the server in the background, so right after a
     # flow returns some may still be on their way (seen under load: a cached fold read as
-    # 'Running', another not there yet). Read until every fold's state is final and two
+    # 'Running', another not there yet). Read until every state is final and two
     # reads agree.
     flt = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
     last: dict[str, str] | None = None
     deadline = time.monotonic() + 120
     with get_client(sync_client=True) as client:
         while True:
-            runs = [r for r in client.read_task_runs(flow_run_filter=flt) if "-fold-" in r.name]
+            runs = [r for r in client.read_task_runs(flow_run_filter=flt) if part in r.name]
             states = {r.name: r.state.name for r in runs}
             if (states == last and all(r.state.is_final() for r in runs)) or (
                 time.monotonic() > deadline
@@ -34,6 +35,11 @@ def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
                 return states
             last = states
             time.sleep(0.5)
+
+
+def fold_task_states(flow_run_id: UUID | str) -> dict[str, str]:
+    """``{"noisy-fold-3": "Failed", ...}``: the state of each fold task of a flow run."""
+    return task_states(flow_run_id, "-fold-")
 
 
 def registered_versions(uri: str, name: str = "audiotag") -> list[str]:

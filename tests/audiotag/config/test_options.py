@@ -65,3 +65,17 @@ def test_every_field_reaches_the_config() -> None:
 def test_bad_values_are_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
         TrainOptions(**bad)
+
+
+def test_the_registered_models_name_is_a_form_field_with_the_default_audiotag() -> None:
+    assert load_config("demo").registry.model_name == "audiotag"
+    assert _apply("demo", model_name="birds-2026").registry.model_name == "birds-2026"
+    assert TrainOptions.model_json_schema()["properties"]["model_name"]["title"] == (
+        "Registered model"
+    )
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "x@champion", "it's", " lead"])
+def test_a_model_name_a_models_uri_cannot_hold_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="model_name"):
+        TrainOptions(model_name=name)

@@ -22,8 +22,9 @@ def key(stage: str = "noisy", fold: int = 0, init: Path | None = None, **overrid
         {"eval.ensemble": "gmean"},
         {"curated.cycles": [{"epochs": 30, "lr": 1e-3}]},
         {"curated.batch_size": 8},
+        {"registry.model_name": "birds"},  # where the ensemble is registered
     ],
-    ids=["tta", "ensemble", "curated-cycles", "curated-batch"],
+    ids=["tta", "ensemble", "curated-cycles", "curated-batch", "model-name"],
 )
 def test_test_time_and_later_stage_settings_leave_the_noisy_key_alone(change: dict) -> None:
     assert key(**change) == key()

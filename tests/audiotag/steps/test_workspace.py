@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audiotag.steps.workspace import Workspace
+from audiotag.steps.workspace import TagFolder, Workspace
 
 
 def every_path(ws: Workspace, key: str = "k1") -> dict[str, Path]:
@@ -56,3 +56,14 @@ def test_at_resolves_a_relative_folder_so_every_task_sees_the_same_paths(
     assert relative.root == (tmp_path / "work").resolve() and relative.root.is_absolute()
     assert relative == Workspace.at(tmp_path / "sub" / ".." / "work")
     assert relative.tracking_uri == f"sqlite:///{relative.mlflow_db}"
+
+
+def test_the_tag_flows_state_lies_in_one_hidden_folder_of_the_tagged_folder(
+    tmp_path: Path,
+) -> None:
+    tf = TagFolder.at(tmp_path / "inbox")
+    inside = [tf.results, tf.cache_keys, tf.model_dir("k1"), tf.model_dir("k2")]
+    assert all(p.is_relative_to(tf.state) and p != tf.state for p in inside)
+    assert len(set(inside)) == len(inside)
+    assert tf.state.parent == tf.root and tf.state.name.startswith(".")
+    assert tf.output("tags.csv") == tf.root / "tags.csv"

@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,7 +21,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from audiotag.inference.serving import ENV_ALLOWED_DIRS
-from audiotag.inference.tagging import Ensemble, package_digest
+from audiotag.inference.tagging import Ensemble, all_probabilities, package_digest
+from audiotag.tracking.champion import Evidence, HeldOutClip, held_out_lwlrap
 from audiotag.tracking.registry import (
     MODEL_NAME,
     SERVED_DISTRIBUTIONS,
@@ -30,7 +32,8 @@ from audiotag.tracking.registry import (
     served_requirements,
     vocab_hash,
 )
-from audiotag.tracking.runs import start_parent
+from audiotag.tracking.runs import Tracking, start_parent
+from tests.helpers.audio import write_tone
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -67,7 +70,11 @@ def test_the_served_distributions_cover_every_import_of_the_loaded_model() -> No
     assert needed <= {canonicalize_name(d) for d in SERVED_DISTRIBUTIONS}
 
 
-def test_a_package_registered_twice_is_one_version_and_a_better_one_takes_the_champion(
+def _first(reg: Registration) -> tuple[str, str, bool]:
+    return reg.version, reg.alias, reg.new
+
+
+def test_a_package_registered_twice_is_one_version_and_without_evidence_no_new_champion(
     workdir: Path,
     make_package: Callable[[int], Path],
     package: Path,
@@ -77,28 +84,22 @@ def test_a_package_registered_twice_is_one_version_and_a_better_one_takes_the_ch
 ) -> None:
     workdir.mkdir()
     tracking = start_parent(workdir, "run-1", {}, {})
-    first = register_ensemble(tracking, package, vocab, 0.5)
-    assert first == Registration("1", "champion", new=True)
+    assert _first(register_ensemble(tracking, package, vocab, 0.5)) == ("1", "champion", True)
     # The same files again (every fold from the cache): that version, not a new one.
-    assert register_ensemble(tracking, package, vocab, 0.5) == Registration(
-        "1", "champion", new=False
-    )
-    worse = register_ensemble(tracking, make_package(1), vocab, 0.4)
-    assert worse == Registration("2", "challenger", new=True)
-    better = register_ensemble(tracking, make_package(2), vocab, 0.9)
-    assert better == Registration("3", "champion", new=True)
-    # Version 1 lost the alias to version 3: found again, it has none.
-    assert register_ensemble(tracking, package, vocab, 0.5) == Registration("1", "", new=False)
+    assert _first(register_ensemble(tracking, package, vocab, 0.5)) == ("1", "champion", False)
+    # A higher OOF score with nothing saying on what data it was taken is not compared.
+    better = register_ensemble(tracking, make_package(1), vocab, 0.9)
+    assert _first(better) == ("2", "challenger", True)
+    assert "different data or folds: not compared" in better.reason
 
     client = MlflowClient(tracking.uri)
-    assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 3
+    assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 2
     tags = client.get_model_version(MODEL_NAME, "1").tags
-    assert tags == {
-        "oof_lwlrap": "0.500000",
-        "vocab_hash": vocab_hash(vocab),
-        "package_digest": package_digest(package),
-    }
-    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
+    assert tags["oof_lwlrap"] == "0.500000"
+    assert tags["vocab_hash"] == vocab_hash(vocab)
+    assert tags["package_digest"] == package_digest(package)
+    assert tags["decision"] == "champion"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
     reqs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{MODEL_NAME}/1")).read_text()
@@ -116,6 +117,120 @@ def test_a_package_registered_twice_is_one_version_and_a_better_one_takes_the_ch
     out = served.predict(pd.DataFrame({"path": [str(tone)]}))
     assert list(out.columns) == ["tags", "error", *vocab]
     assert out.loc[0, "error"] == ""
+
+
+# --- a fair champion: two models scored on the same held-out clips -------------------
+
+
+@pytest.fixture(scope="module")
+def scored(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_package: Callable[[int], Path],
+    vocab: tuple[str, ...],
+) -> dict:
+    """Six tones labelled with what package 0 ranks first (so it scores lwlrap 1 on
+    them), and a package of another seed that ranks at least one of them wrongly."""
+    folder = tmp_path_factory.mktemp("held-out")
+    files = [write_tone(folder / f"t{i}.wav", freq=150.0 * 1.8**i) for i in range(6)]
+    best = make_package(0)
+    probs = all_probabilities(Ensemble(best), files)
+    clips = tuple(
+        HeldOutClip(str(f), (vocab[int(np.argmax(probs[str(f)]))],), f"sha-{i}")
+        for i, f in enumerate(files)
+    )
+    for seed in range(1, 6):
+        worse = make_package(seed)
+        score = held_out_lwlrap(all_probabilities(Ensemble(worse), files), list(clips), vocab)
+        if score < 1.0:
+            break
+    else:
+        pytest.fail("no seed 1-5 ranks a tone differently from seed 0")
+    return {"clips": clips, "best": best, "worse": worse, "worse_lwlrap": score}
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
+    """One store for the tests below (a new SQLite store takes seconds); each test
+    registers its own model names."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("AUDIOTAG_MLFLOW_UI", raising=False)
+        yield start_parent(tmp_path_factory.mktemp("work"), "run-1", {}, {})
+
+
+def test_a_retrain_that_scores_lower_on_the_same_held_out_clips_stays_challenger(
+    tracking: Tracking, scored: dict, vocab: tuple[str, ...]
+) -> None:
+    evidence = Evidence("data-a", scored["clips"], flow_run_id="run-a", flow_run_url="http://x/a")
+    first = register_ensemble(tracking, scored["best"], vocab, 0.5, evidence, name="birds")
+    assert (first.alias, first.new) == ("champion", True)
+    # A retrain on the same data whose OOF score is higher, but which ranks the same
+    # held-out clips worse: the clips decide, and both models were scored on them.
+    retrain = Evidence("data-a", scored["clips"], flow_run_id="run-b")
+    second = register_ensemble(tracking, scored["worse"], vocab, 0.9, retrain, name="birds")
+    assert second.alias == "challenger"
+    assert "does not beat champion version 1's 1.0000 on the same 6 labelled clips" in (
+        second.reason
+    )
+
+    client = MlflowClient(tracking.uri)
+    mv = client.get_model_version("birds", second.version)
+    assert mv.tags["decision"] == "challenger"
+    assert mv.tags["decision_basis"] == "held_out"
+    assert float(mv.tags["champion_held_out_lwlrap"]) == 1.0
+    assert float(mv.tags["held_out_lwlrap"]) == pytest.approx(scored["worse_lwlrap"], abs=1e-6)
+    assert mv.tags["prefect_flow_run_id"] == "run-b"
+    for text in (*vocab, "OOF lwlrap: 0.900000", "Prefect flow run: run-b", "held-out lwlrap"):
+        assert text in mv.description
+    assert str(client.get_model_version_by_alias("birds", "champion").version) == first.version
+    assert "http://x/a" in client.get_model_version("birds", first.version).description
+
+
+def test_two_datasets_in_one_store_each_keep_their_own_champion(
+    tracking: Tracking, scored: dict, vocab: tuple[str, ...], tmp_path: Path
+) -> None:
+    birds = Evidence("data-a", scored["clips"])
+    a = register_ensemble(tracking, scored["best"], vocab, 0.5, birds, name="set-a")
+    # Another dataset (other clips, other folds), its own model: its first version is its
+    # champion whatever its scores, and the first dataset's champion keeps its alias.
+    drums = Evidence("data-b", (HeldOutClip(str(tmp_path / "none.wav"), (vocab[0],), "x"),))
+    b = register_ensemble(tracking, scored["worse"], vocab, 0.1, drums, name="set-b")
+    assert (a.alias, b.alias) == ("champion", "champion")
+    client = MlflowClient(tracking.uri)
+    assert str(client.get_model_version_by_alias("set-a", "champion").version) == a.version
+    assert str(client.get_model_version_by_alias("set-b", "champion").version) == b.version
+    assert "compared_with_version" not in client.get_model_version("set-b", b.version).tags
+
+
+def test_oof_scores_are_compared_only_on_the_same_data_and_folds(
+    tracking: Tracking, make_package: Callable[[int], Path], vocab: tuple[str, ...]
+) -> None:
+    register_ensemble(tracking, make_package(0), vocab, 0.5, Evidence("folds-1"), name="oof")
+    other = register_ensemble(
+        tracking, make_package(1), vocab, 0.9, Evidence("folds-2"), name="oof"
+    )
+    assert other.alias == "challenger"
+    assert "different data or folds: not compared" in other.reason
+    same = register_ensemble(tracking, make_package(2), vocab, 0.9, Evidence("folds-1"), name="oof")
+    assert same.alias == "champion"
+    assert "OOF lwlrap 0.9000 beats champion version 1's 0.5000 on the same data" in same.reason
+    tags = MlflowClient(tracking.uri).get_model_version("oof", same.version).tags
+    assert (tags["decision_basis"], tags["champion_oof_lwlrap"]) == ("oof", "0.500000")
+
+
+def test_held_out_clips_the_champion_trained_on_are_not_used(
+    tracking: Tracking, scored: dict, vocab: tuple[str, ...]
+) -> None:
+    clips = scored["clips"]
+    # The champion's run trained on every one of the new run's test clips: scoring it
+    # there would flatter it; with other folds, nothing else is comparable.
+    leaked = Evidence("data-a", trained=frozenset(c.sha1 for c in clips))
+    register_ensemble(tracking, scored["worse"], vocab, 0.5, leaked, name="leak")
+    new = register_ensemble(
+        tracking, scored["best"], vocab, 0.9, Evidence("data-b", clips), name="leak"
+    )
+    assert new.alias == "challenger"
+    assert "no labelled clips neither it nor champion version 1 trained on" in new.reason
 
 
 def test_loading_a_model_mlflow_does_not_have_names_it(
