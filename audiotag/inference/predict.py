@@ -44,7 +44,7 @@ def pool_windows(probs: np.ndarray, owner: np.ndarray, n_clips: int, how: str) -
 
 
 @torch.no_grad()
-def predict_clips(
+def predict_window_passes(
     model: nn.Module,
     data: np.ndarray,
     clips: Clips,
@@ -57,12 +57,13 @@ def predict_clips(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     seed: int = 0,
-) -> np.ndarray:
-    """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Probabilities of the windows that cover every clip, per pass.
 
-    Deterministic: no random crop or mask in the clean pass; the ``tta``
-    augmented passes draw from a generator seeded with ``seed``. The passes'
-    probabilities are averaged.
+    Returns:
+        ``(owner, starts, passes)``: each window's clip ``(W,)`` and first frame ``(W,)``,
+        and ``1 + tta`` arrays ``(W, n_classes)``: the clean pass, then the augmented ones
+        (drawn from ``seed`` and each window alone, so whichever clips share a batch).
     """
     flush_denormals()
     device = torch.device(device)
@@ -86,10 +87,35 @@ def predict_clips(
             with _autocast(device):
                 logits = model(x)
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-        window_probs = np.concatenate(probs) if probs else np.zeros((0, clips.targets.shape[1]))
-        passes.append(pool_windows(window_probs, owner, len(clips), ev.pooling))
+        passes.append(np.concatenate(probs) if probs else np.zeros((0, clips.targets.shape[1])))
     model.train(was_training)
-    return np.mean(passes, axis=0)
+    return owner, starts, passes
+
+
+def predict_clips(
+    model: nn.Module,
+    data: np.ndarray,
+    clips: Clips,
+    width: int,
+    norm: Normalizer,
+    size: int | None,
+    ev: EvalSettings,
+    aug: AugmentSettings | None = None,
+    tta: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
+
+    Deterministic: no random crop or mask in the clean pass; the ``tta``
+    augmented passes draw from a generator seeded with ``seed``. Each pass's windows
+    are pooled per clip (``ev.pooling``), and the passes' clip probabilities averaged.
+    """
+    owner, _, passes = predict_window_passes(
+        model, data, clips, width, norm, size, ev, aug, tta, device, batch_size, seed
+    )
+    return np.mean([pool_windows(w, owner, len(clips), ev.pooling) for w in passes], axis=0)
 
 
 def _autocast(device: torch.device) -> Any:
@@ -163,6 +189,26 @@ class LoadedModel:
         cfg = self.config
         ev = cfg.eval if ev is None else ev
         return predict_clips(
+            self.model,
+            data,
+            clips,
+            cfg.crop_frames,
+            self.norm,
+            self.size,
+            ev,
+            cfg.augment,
+            ev.tta,
+            self.device,
+            seed=seed,
+        )
+
+    def predict_windows(
+        self, data: np.ndarray, clips: Clips, ev: EvalSettings | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`predict_window_passes` with ``ev``'s settings (as `predict`, before pooling)."""
+        cfg = self.config
+        ev = cfg.eval if ev is None else ev
+        return predict_window_passes(
             self.model,
             data,
             clips,

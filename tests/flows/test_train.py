@@ -252,7 +252,7 @@ def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(
     good = next((trained["workdir"] / "data" / "test").glob("*.wav"))
     bad = tmp_path / "bad file é.wav"
     bad.write_bytes(b"RIFF....not a wav at all")
-    rows = tag_with_cli([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
+    rows = tag_with_cli([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl", status=1)
     assert rows[0]["error"] and "unreadable" in rows[0]["error"] and not rows[0]["tags"]
     assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
 
