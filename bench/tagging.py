@@ -88,7 +88,8 @@ def tag_all(ens: Ensemble, files: list[Path]) -> int:
 
 def measure_memory(tiny: bool, write: bool) -> None:
     """Peak RSS of tagging a 10-minute and a 2-hour file (``--memory``)."""
-    from long_file import build_package as build_one_model, measure, write_long_wav
+    from long_file import build_package as build_one_model
+    from long_file import measure, write_long_wav
 
     lengths = (0.1, 0.3) if tiny else (10.0, 120.0)
     rows = []
@@ -114,8 +115,7 @@ def measure_memory(tiny: bool, write: bool) -> None:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {m:g} min | {mib:.0f} | {p:.0f} | {p - empty:+.0f} | {w:.0f} |"
-        for m, mib, p, w in rows
+        f"| {m:g} min | {mib:.0f} | {p:.0f} | {p - empty:+.0f} | {w:.0f} |" for m, mib, p, w in rows
     ]
     lines += [
         "",
