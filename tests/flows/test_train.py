@@ -180,6 +180,13 @@ def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
     assert parent.data.tags["audiotag.dataset_fingerprint"]
     assert parent.data.metrics["oof/lwlrap"] == pytest.approx(summary["oof_lwlrap"])
     assert "test/lwlrap" in parent.data.metrics
+    # Each label's calibrated threshold and the scores of its tags there, OOF and test.
+    metrics = parent.data.metrics
+    assert metrics["oof/micro_f1"] == pytest.approx(summary["oof_micro_f1"])
+    assert metrics["test/micro_f1"] == pytest.approx(summary["test_micro_f1"])
+    n_labels = len(pd.read_csv(summary["submission"], nrows=0).columns) - 1
+    for prefix in ("threshold", "oof_precision", "oof_recall", "oof_f1", "test_f1"):
+        assert sum(k.startswith(f"{prefix}/") for k in metrics) == n_labels
     assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
@@ -286,8 +293,13 @@ def test_registered_champion_is_served_over_http(trained: dict) -> None:
         reply = strict_json(urllib.request.urlopen(req, timeout=60).read())
     rows = reply["predictions"]
     assert len(rows) == 2
+    # The package's thresholds, calibrated on the run's out-of-fold predictions.
+    manifest = json.loads((Path(summary["model"]) / "audiotag-model.json").read_text())
+    cut = manifest["thresholds"]["by_label"]
     for row in rows:
-        assert row["error"] == "" and len(row["tags"]) == 3
+        assert row["error"] == "" and row["path"] is None and row["best"]["label"] in cut
+        chosen = {t["label"] for t in row["tags"]}
+        assert chosen == {label for label, t in cut.items() if row[label] >= t}
 
 
 def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: Path) -> None:
