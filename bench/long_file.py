@@ -74,6 +74,11 @@ def child(stage: str, wav: str, out: str) -> None:
     elif stage == "tagging":
         (tags,) = tag_files(Ensemble(work / "model"), [path])
         assert tags.error is None, tags.error
+    elif stage == "tagging-segments":  # bench/tagging.py --memory
+        from audiotag.config import SegmentSettings
+
+        (tags,) = tag_files(Ensemble(work / "model"), [path], segments=SegmentSettings())
+        assert tags.error is None, tags.error
 
 
 def build_package(work: Path) -> None:

@@ -1,6 +1,7 @@
 """Tagging throughput of the 5-model ensemble on CPU, and the share of time outside the models.
 
     python bench/tagging.py [--tiny] [--write] [--preset demo|reference] [--profile]
+    python bench/tagging.py --memory [--tiny] [--write]
 
 Builds a model package as `audiotag run` writes one (five fold models of the
 preset, untrained: the weights do not change the cost) and tags the demo
@@ -13,6 +14,12 @@ stop in a hook, summed); everything else (reading, silence removal, log-mel,
 window gathering, normalisation, TTA augmentation, pooling, ensembling) is the
 share outside the models. Target: outside share <= 20%. ``--profile`` prints a
 cProfile summary of one tagging pass (the functions with the most own time).
+
+``--memory``: peak RSS of tagging one long file, a 10-minute and a 2-hour one (the
+stereo 16-bit 44.1 kHz noise bursts of `bench/long_file.py`, written block by block),
+each in a child process of its own (``ru_maxrss``), with a one-model demo package and
+time segments asked for. The file is decoded, featurised and predicted in blocks, so the
+target is: the 2-hour peak at most 20% above the 10-minute one. ``--tiny``: 6 s and 18 s.
 """
 
 from __future__ import annotations
@@ -79,14 +86,61 @@ def tag_all(ens: Ensemble, files: list[Path]) -> int:
     return sum(1 for t in tag_files(ens, files, top_k=3) if t.error is None)
 
 
+def measure_memory(tiny: bool, write: bool) -> None:
+    """Peak RSS of tagging a 10-minute and a 2-hour file (``--memory``)."""
+    from long_file import build_package as build_one_model
+    from long_file import measure, write_long_wav
+
+    lengths = (0.1, 0.3) if tiny else (10.0, 120.0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-tag-memory-") as tmp:
+        work = Path(tmp)
+        build_one_model(work)
+        empty, _ = measure("empty", work / "none.wav", work)
+        for minutes in lengths:
+            wav = write_long_wav(work / f"{minutes:g}min.wav", minutes)
+            peak, wall = measure("tagging-segments", wav, work)
+            rows.append((minutes, wav.stat().st_size / 2**20, peak, wall))
+            print(f"{minutes:g} min: peak RSS {peak:.0f} MiB, {wall:.0f} s", flush=True)
+            wav.unlink()
+    (short, _, low, _), (long, _, high, _) = rows
+    apart = high / low - 1
+    verdict = "met" if apart <= 0.2 else "NOT met"
+    lines = [
+        "Tagging one long file (stereo 16-bit 44.1 kHz noise bursts, demo mel), one untrained "
+        "demo model, TTA as the demo preset, segments asked for; each in a child process, "
+        f"peak RSS its `ru_maxrss`. The empty run (imports only): {empty:.0f} MiB.",
+        "",
+        "| file | MiB on disk | peak RSS MiB | above empty MiB | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m:g} min | {mib:.0f} | {p:.0f} | {p - empty:+.0f} | {w:.0f} |" for m, mib, p, w in rows
+    ]
+    lines += [
+        "",
+        f"{long:g} min vs {short:g} min: peak RSS **{100 * apart:+.1f}%** (target <= +20%: "
+        f"{verdict}).",
+    ]
+    print("\n".join(lines))
+    print(f"device: {machine()}")
+    print(f"ratio: {high / low:.2f}x peak RSS for {long / short:.0f}x the audio")
+    if write and not tiny:
+        write_section("tagging.py --memory", "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--memory", action="store_true", help="peak RSS, 10 min vs 2 h file")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--preset", default="demo", choices=["demo", "reference"])
     parser.add_argument("--repeats", type=int, default=2, help="tagging passes; the fastest")
     parser.add_argument("--profile", action="store_true", help="cProfile one pass")
     args = parser.parse_args()
+    if args.memory:
+        measure_memory(args.tiny, args.write)
+        return
     scale, repeats = (0.03, 1) if args.tiny else (1.0, args.repeats)
 
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:

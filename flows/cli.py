@@ -170,10 +170,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tag(args: argparse.Namespace) -> int:
-    from audiotag.errors import UsageError
-    from audiotag.inference.tagging import Ensemble, find_audio, tag_files
+def _tag_selection(args: argparse.Namespace, has_thresholds: bool) -> dict[str, Any]:
+    """`tag_files`' selection keywords from the options: ``--all``, ``--threshold P``
+    (with ``--top-k`` as a limit), ``--top-k K``, else each label's own threshold."""
+    if args.all:
+        return {"top_k": None, "threshold": None}
+    if args.threshold is not None:
+        return {"top_k": args.top_k, "threshold": args.threshold}
+    if args.top_k is not None:
+        return {"top_k": args.top_k, "threshold": None}
+    if not has_thresholds:
+        print(
+            "audiotag: this model has no calibrated thresholds (a lone model file, or a "
+            "package from before them): the top 3 labels per file",
+            file=sys.stderr,
+        )
+        return {"top_k": 3, "threshold": None}
+    return {"top_k": None, "threshold": None, "per_class": True}
 
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Exit status: 0 every file tagged, 1 some could not be (every row is written all
+    the same), 2 a usage error (no model, nothing to tag)."""
+    from audiotag.config import SegmentSettings
+    from audiotag.errors import UsageError
+    from audiotag.inference.tagging import Ensemble, audio_suffixes, find_audio, tag_files
+
+    for given in map(Path, args.paths):
+        if given.is_dir() and not find_audio([given]):
+            suffixes = ", ".join(sorted(audio_suffixes())[:6])
+            raise UsageError(f"{given}: no audio file in this folder ({suffixes}, ...)")
     try:
         if args.model.startswith(("models:/", "runs:/")):
             from audiotag.tracking.registry import load_ensemble
@@ -187,15 +213,19 @@ def cmd_tag(args: argparse.Namespace) -> int:
         print(f"audiotag: {err}", file=sys.stderr)
         return 2
     files = find_audio([Path(p) for p in args.paths])
-    top_k = None if args.all or args.threshold is not None else args.top_k
+    selection = _tag_selection(args, ens.thresholds is not None)
+    segments = (
+        SegmentSettings(min_gap=args.min_gap, min_duration=args.min_duration)
+        if args.segments
+        else None
+    )
     progress = None
     if len(files) > 1 and sys.stderr.isatty():
         from tqdm import tqdm
 
         progress = tqdm(total=len(files), unit="file", file=sys.stderr)
-    rows = list(
-        tag_files(ens, files, top_k, args.threshold, on_file=progress.update if progress else None)
-    )
+    on_file = progress.update if progress else None
+    rows = list(tag_files(ens, files, on_file=on_file, segments=segments, **selection))
     if progress:
         progress.close()
     if args.output:
@@ -206,7 +236,29 @@ def cmd_tag(args: argparse.Namespace) -> int:
     failed = sum(r.error is not None for r in rows)
     if failed:
         print(f"audiotag: {failed} of {len(rows)} files could not be tagged", file=sys.stderr)
+        return 1
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be seconds >= 0, got {text}")
+    return value
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -238,7 +290,7 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from audiotag import __version__
-    from audiotag.config import PRESETS
+    from audiotag.config import PRESETS, SegmentSettings
 
     parser = argparse.ArgumentParser(
         prog="audiotag", description=PURPOSE, epilog=EXAMPLES, formatter_class=_Help
@@ -310,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tag",
         "tag audio files or folders with a trained ensemble",
         "  audiotag tag my-recordings/ --model demo-work\n"
-        "  audiotag tag a.flac b.ogg --model models:/audiotag@champion --format jsonl\n",
+        "  audiotag tag a.flac b.ogg --model models:/audiotag@champion --format jsonl\n"
+        "  audiotag tag field-recording.flac --model demo-work --segments --min-gap 2\n"
+        "exit status: 0 every file tagged, 1 some could not be (each gets an error row), "
+        "2 a usage error\n",
     )
     tag.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     tag.add_argument(
@@ -319,13 +374,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model package (runs/<run>/model), a model file, a work dir (its newest "
         "run), or an MLflow model URI (models:/audiotag@champion)",
     )
-    tag.add_argument("--top-k", type=int, default=3, help="labels per file")
+    tag.add_argument(
+        "--top-k",
+        type=_positive_int,
+        metavar="K",
+        help="the K most probable labels per file (with --threshold: at most K) "
+        "(default: each label above its own threshold, calibrated when the model was trained)",
+    )
     tag.add_argument(
         "--threshold",
-        type=float,
-        help="every label at or above this probability (default: the top-k labels)",
+        type=_probability,
+        metavar="P",
+        help="every label at or above this probability, one threshold for all "
+        "(default: each label's own)",
     )
     tag.add_argument("--all", action="store_true", help="every label with its probability")
+    tag.add_argument(
+        "--segments",
+        action="store_true",
+        help="also where in each file each label is: segments start, end (s), label, "
+        "probability, at each label's own threshold (or --threshold)",
+    )
+    tag.add_argument(
+        "--min-gap",
+        type=_seconds,
+        default=SegmentSettings().min_gap,
+        metavar="S",
+        help="with --segments: merge a label's segments closer than S seconds",
+    )
+    tag.add_argument(
+        "--min-duration",
+        type=_seconds,
+        default=SegmentSettings().min_duration,
+        metavar="S",
+        help="with --segments: drop segments shorter than S seconds",
+    )
     tag.add_argument(
         "--format", default="table", choices=["table", "csv", "json", "jsonl"], help="output"
     )

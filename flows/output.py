@@ -71,6 +71,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{'test lwlrap:':30}{fmt(summary['test_lwlrap']):>10}  {fmt(base['test_lwlrap']):>10}"
         )
     print("  (baseline: logistic regression on each clip's log-mel mean and std)")
+    if summary.get("oof_micro_f1") is not None:
+        label = "tags micro-F1 (thresholds):"
+        test = summary.get("test_micro_f1")
+        print(f"{label:30}{fmt(summary['oof_micro_f1']):>10}  (OOF), test {fmt(test)}")
+        print("  (each label's threshold calibrated on the out-of-fold predictions)")
     for reason in summary.get("not_scored", []):
         print(f"  {reason}")
     print(summary["verdict"])
@@ -88,37 +93,69 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  open:       {summary['mlflow_link']}")
 
 
+CSV_COLUMNS = ["path", "kind", "rank", "label", "probability", "start", "end", "error"]
+
+
 def write_tags(rows: list, fmt: str, out: Any) -> None:
-    """Tag rows as CSV (formula-like cells escaped), a JSON list or JSON lines."""
+    """Tag rows (`audiotag.inference.tagging.Tags`) as a table for people, CSV, a JSON
+    list or JSON lines.
+
+    JSON and JSONL: one `tag_record` per file (the served model's fields). CSV
+    (formula-like cells escaped): one line per chosen label (``kind`` ``tag``, ranked), the
+    file's best label (``best``), each segment (``segment``, with ``start`` and ``end``
+    in seconds) and an unreadable file's error (``error``).
+    """
+    from audiotag.inference.tagging import tag_record
+
     if fmt == "csv":
         from audiotag.storage import safe_csv_cell as safe
 
         writer = csv.writer(out)
-        writer.writerow(["path", "rank", "label", "probability", "error"])
+        writer.writerow(CSV_COLUMNS)
         for r in rows:
+            path = safe(r.path)
             if r.error is not None:
-                writer.writerow([safe(r.path), "", "", "", safe(r.error)])
+                writer.writerow([path, "error", "", "", "", "", "", safe(r.error)])
+                continue
             for rank, (label, p) in enumerate(r.tags, 1):
-                writer.writerow([safe(r.path), rank, safe(label), f"{p:.6f}", ""])
+                writer.writerow([path, "tag", rank, safe(label), f"{p:.6f}", "", "", ""])
+            if r.best is not None:
+                writer.writerow([path, "best", "", safe(r.best[0]), f"{r.best[1]:.6f}", "", "", ""])
+            for seg in r.segments or []:
+                writer.writerow(
+                    [
+                        path,
+                        "segment",
+                        "",
+                        safe(seg.label),
+                        f"{seg.probability:.6f}",
+                        f"{seg.start:.3f}",
+                        f"{seg.end:.3f}",
+                        "",
+                    ]
+                )
     elif fmt in ("json", "jsonl"):
-        objs = [
-            {
-                "path": r.path,
-                "error": r.error,
-                "tags": [{"label": label, "probability": round(p, 6)} for label, p in r.tags],
-            }
-            for r in rows
-        ]
+        objs = [tag_record(r) for r in rows]
         if fmt == "json":
-            json.dump(objs, out, indent=2)
+            json.dump(objs, out, indent=2, allow_nan=False)
             out.write("\n")
         else:
             for obj in objs:
-                out.write(json.dumps(obj) + "\n")
+                out.write(json.dumps(obj, allow_nan=False) + "\n")
     else:
         width = max((len(r.path) for r in rows), default=4)
         for r in rows:
-            text = (
-                r.error and f"ERROR: {r.error}" or "  ".join(f"{lb} ({p:.2f})" for lb, p in r.tags)
-            )
+            if r.error is not None:
+                text = f"ERROR: {r.error}"
+            elif r.tags:
+                text = "  ".join(f"{lb} ({p:.2f})" for lb, p in r.tags)
+            elif r.best is not None:
+                text = f"no tag above its threshold; best: {r.best[0]} ({r.best[1]:.2f})"
+            else:
+                text = "no tag"
             out.write(f"{r.path:<{width}}  {text}\n")
+            for seg in r.segments or []:
+                out.write(
+                    f"{'':<{width}}    {seg.start:8.2f} - {seg.end:8.2f} s  {seg.label} "
+                    f"({seg.probability:.2f})\n"
+                )

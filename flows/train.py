@@ -201,6 +201,8 @@ def _run_summary(
         "folds": folds,
         "oof_lwlrap": result.oof_lwlrap,
         "test_lwlrap": result.test_lwlrap,
+        "oof_micro_f1": result.oof_micro_f1,
+        "test_micro_f1": result.test_micro_f1,
         "baseline": {"oof_lwlrap": baseline.oof_lwlrap, "test_lwlrap": baseline.test_lwlrap},
         "verdict": verdict(result.oof_lwlrap, result.test_lwlrap, baseline),
         "not_scored": list(result.not_scored),

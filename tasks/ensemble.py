@@ -67,7 +67,10 @@ def tta_ensemble(
     scores = json.loads(Path(result.scores).read_text())
     per_class = per_class_rows(scores)
     _log_scores(tracking, results, result, baseline, per_class)
-    per_class_csv = _write_per_class(per_class, run_dir / "per_class.csv")
+    _log_threshold_scores(tracking, scores)
+    per_class_csv = _write_per_class(
+        with_threshold_scores(per_class, scores), run_dir / "per_class.csv"
+    )
     report = ws.report_dir / REPORT_NAME
     if report.exists():  # the data report with this run's per-class scores
         write_scored_report(report, per_class, run_dir / REPORT_NAME)
@@ -83,16 +86,26 @@ def tta_ensemble(
         _fold_rows(results, baseline), key="fold-scores", description="Validation lwlrap per fold"
     )
     create_table_artifact(
-        per_class, key="per-class-scores", description="lwlrap per label, weakest first"
+        with_threshold_scores(per_class, scores),
+        key="per-class-scores",
+        description="lwlrap per label, weakest first; each label's calibrated threshold and "
+        "its precision, recall and F1 there",
     )
     summary = _summary(
         run_name, result, tracking, list(results)[-1], baseline, registered, per_class
     )
+    summary += _threshold_summary(scores)
     write_text_atomic(summary, ws.run_summary(run_name))  # the flow publishes it
     oof, test = (
         "n/a" if x is None else f"{x:.4f}" for x in (result.oof_lwlrap, result.test_lwlrap)
     )
     logger.info("OOF lwlrap %s, test lwlrap %s", oof, test)
+    if result.oof_micro_f1 is not None:
+        logger.info(
+            "tags at the calibrated thresholds: OOF micro-F1 %.4f, test micro-F1 %s",
+            result.oof_micro_f1,
+            "n/a" if result.test_micro_f1 is None else f"{result.test_micro_f1:.4f}",
+        )
     for reason in result.not_scored:  # the run's outputs are written all the same
         logger.warning("%s", reason)
     if baseline is not None:
@@ -145,6 +158,64 @@ def _log_scores(
         metrics[f"oof_per_class/{key}"] = row["oof"]
         metrics[f"test_per_class/{key}"] = row["test"]
     log_metrics(tracking, tracking.parent_run_id, metrics)
+
+
+def with_threshold_scores(rows: list[dict], scores: dict) -> list[dict]:
+    """Per-label rows with the label's calibrated threshold and the precision, recall and
+    F1 of its tags there, out-of-fold and on the test set."""
+    thresholds = scores["thresholds"]["by_label"]
+    out = []
+    for row in rows:
+        label = row["label"]
+        extra: dict = {"threshold": thresholds[label]}
+        for where in ("oof", "test"):
+            table = scores.get(f"{where}_at_thresholds")
+            at = table["per_class"][label] if table else {}
+            for key in ("precision", "recall", "f1"):
+                extra[f"{where} {key}"] = at.get(key)
+        out.append({**row, **extra})
+    return out
+
+
+def _log_threshold_scores(tracking: Tracking, scores: dict) -> None:
+    """Each label's threshold and its precision, recall and F1 there (OOF and test), and
+    the micro-F1 of the tags each rule gives."""
+    metrics: dict[str, float | None] = {}
+    for label, t in scores["thresholds"]["by_label"].items():
+        metrics[f"threshold/{_metric_key(label)}"] = t
+    for where in ("oof", "test"):
+        table = scores.get(f"{where}_at_thresholds")
+        if not table:
+            continue
+        metrics[f"{where}/micro_f1"] = table["micro_f1"]
+        for label, at in table["per_class"].items():
+            for key in ("precision", "recall", "f1"):
+                metrics[f"{where}_{key}/{_metric_key(label)}"] = at[key]
+    for rule, value in (scores.get("test_micro_f1") or {}).items():
+        metrics[f"test/micro_f1_{rule}"] = value
+    log_metrics(tracking, tracking.parent_run_id, metrics)
+
+
+def _threshold_summary(scores: dict) -> str:
+    oof = scores["oof_at_thresholds"]["micro_f1"]
+    lines = ["", "Tags at each label's threshold, calibrated on the out-of-fold predictions:", ""]
+    lines += ["| micro-F1 | out-of-fold | test |", "|---|---|---|"]
+    rules = scores.get("test_micro_f1") or {}
+    lines.append(f"| calibrated thresholds | {oof:.4f} | {_fmt(rules.get('calibrated'))} |")
+    lines.append(f"| top 3 labels | | {_fmt(rules.get('top_3'))} |")
+    lines.append(f"| one threshold of 0.5 | | {_fmt(rules.get('global_0.5'))} |")
+    fallback = scores["thresholds"]["fallback"]
+    if fallback:
+        lines += [
+            "",
+            f"{len(fallback)} labels with fewer than {scores['thresholds']['min_positives']} "
+            f"positives got the global threshold {scores['thresholds']['global']:.3f}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def _write_per_class(rows: list[dict], path: Path) -> Path:

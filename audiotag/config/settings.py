@@ -238,6 +238,19 @@ class EvalSettings(_Frozen):
     )
 
 
+class SegmentSettings(_Frozen):
+    """How a file's window probabilities become time segments (``audiotag tag --segments``):
+    each label's windows at or above its threshold, runs of them merged across short gaps,
+    and short segments dropped."""
+
+    min_gap: float = Field(
+        1.0, ge=0, description="Seconds: segments of one label closer than this are merged."
+    )
+    min_duration: float = Field(
+        0.0, ge=0, description="Seconds: shorter segments (after merging) are dropped."
+    )
+
+
 class ServeSettings(_Frozen):
     """What the served model (``mlflow models serve``) accepts: its limits and the folders
     it may read. Read from ``AUDIOTAG_SERVE_*`` variables when the model loads

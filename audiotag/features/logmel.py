@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -373,6 +374,39 @@ def file_logmel(
     Raises:
         AudioReadError: the file cannot be read, is too long, or holds no sound.
     """
+    return cut_logmel(
+        source,
+        mel,
+        intervals,
+        name=name,
+        logmel=logmel,
+        max_seconds=max_seconds,
+        block_frames=block_frames,
+    ).logmel
+
+
+@dataclass(frozen=True)
+class CutLogMel:
+    """A file's features and where they lie in it: the log-mel of the non-silent
+    ``intervals`` (samples at ``samplerate``, the file's own rate), end to end."""
+
+    logmel: np.ndarray  # (frames, n_mels)
+    intervals: np.ndarray  # (n, 2) [start, end) samples
+    samplerate: int
+
+
+def cut_logmel(
+    source: Path | str | BinaryIO,
+    mel: MelSettings,
+    intervals: np.ndarray | None = None,
+    *,
+    name: str | None = None,
+    logmel: LogMel | None = None,
+    max_seconds: float | None = None,
+    block_frames: int = BLOCK_FRAMES,
+) -> CutLogMel:
+    """`file_logmel` with the silence intervals it cut and the file's sample rate, so
+    that a frame's time in the file can be found again (`file_seconds`)."""
     with open_audio(source, name, max_seconds) as audio:
         if intervals is None:
             scan = SilenceScan()
@@ -383,4 +417,20 @@ def file_logmel(
         if len(intervals) == 0:
             raise AudioReadError(audio.label, "no sound (all digital silence)")
         kept = cut_silence(audio.blocks(block_frames), intervals)
-        return blocks_logmel(kept, audio.samplerate, mel, logmel)
+        features = blocks_logmel(kept, audio.samplerate, mel, logmel)
+        return CutLogMel(features, np.asarray(intervals, dtype=np.int64), audio.samplerate)
+
+
+def file_seconds(frames: np.ndarray, cut: CutLogMel, mel: MelSettings) -> np.ndarray:
+    """Times in the file (s) of frame positions ``(n,)`` (fractional allowed) of a
+    `CutLogMel`'s features: the silences cut out before featurising are counted back in.
+
+    Frame ``f`` is centred at ``f * hop_length / sample_rate`` s of the cut signal.
+    """
+    cut_samples = np.asarray(frames, np.float64) * mel.hop_length / mel.sample_rate
+    cut_samples = cut_samples * cut.samplerate
+    lengths = (cut.intervals[:, 1] - cut.intervals[:, 0]).astype(np.float64)
+    before = np.concatenate([[0.0], np.cumsum(lengths)])
+    k = np.clip(np.searchsorted(before, cut_samples, side="right") - 1, 0, len(lengths) - 1)
+    inside = np.minimum(cut_samples - before[k], lengths[k])
+    return (cut.intervals[k, 0] + inside) / cut.samplerate

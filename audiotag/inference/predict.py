@@ -46,7 +46,7 @@ def pool_windows(probs: np.ndarray, owner: np.ndarray, n_clips: int, how: str) -
 
 
 @torch.no_grad()
-def predict_clips(
+def predict_window_passes(
     model: nn.Module,
     data: np.ndarray,
     clips: Clips,
@@ -61,12 +61,8 @@ def predict_clips(
     seed: int = 0,
     precision: str | None = None,
     device_data: torch.Tensor | None = None,
-) -> np.ndarray:
-    """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
-
-    Deterministic: no random crop or mask in the clean pass; the ``tta``
-    augmented passes draw from a generator seeded with ``seed``. The passes'
-    probabilities are averaged.
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Probabilities of the windows that cover every clip, per pass.
 
     Args:
         batch_size: windows per forward pass; None: `PREDICT_BATCH` for the device.
@@ -74,6 +70,11 @@ def predict_clips(
             bf16 or fp16 autocast on a GPU, fp32 on CPU).
         device_data: ``data`` already on ``device`` (`store_on_device`, as training
             holds it): windows are then cut there, and nothing but indices is copied.
+
+    Returns:
+        ``(owner, starts, passes)``: each window's clip ``(W,)`` and first frame ``(W,)``,
+        and ``1 + tta`` arrays ``(W, n_classes)``: the clean pass, then the augmented ones
+        (drawn from ``seed`` and each window alone, so whichever clips share a batch).
     """
     flush_denormals()
     device = torch.device(device)
@@ -105,12 +106,41 @@ def predict_clips(
                 logits = model(x)
             # Kept on the device: one copy at the end, no wait for the GPU per batch.
             probs.append(torch.sigmoid(logits.float()))
-        window_probs = (
+        passes.append(
             torch.cat(probs).cpu().numpy() if probs else np.zeros((0, clips.targets.shape[1]))
         )
-        passes.append(pool_windows(window_probs, owner, len(clips), ev.pooling))
     model.train(was_training)
-    return np.mean(passes, axis=0)
+    return owner, starts, passes
+
+
+def predict_clips(
+    model: nn.Module,
+    data: np.ndarray,
+    clips: Clips,
+    width: int,
+    norm: Normalizer,
+    size: int | None,
+    ev: EvalSettings,
+    aug: AugmentSettings | None = None,
+    tta: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+    seed: int = 0,
+    precision: str | None = None,
+    device_data: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
+
+    Deterministic: no random crop or mask in the clean pass; the ``tta``
+    augmented passes draw from a generator seeded with ``seed``. Each pass's windows
+    are pooled per clip (``ev.pooling``), and the passes' clip probabilities averaged.
+    The other arguments are `predict_window_passes`'.
+    """
+    owner, _, passes = predict_window_passes(
+        model, data, clips, width, norm, size, ev, aug, tta, device, batch_size, seed,
+        precision, device_data,
+    )
+    return np.mean([pool_windows(w, owner, len(clips), ev.pooling) for w in passes], axis=0)
 
 
 def save_model(
@@ -177,6 +207,26 @@ class LoadedModel:
         cfg = self.config
         ev = cfg.eval if ev is None else ev
         return predict_clips(
+            self.model,
+            data,
+            clips,
+            cfg.crop_frames,
+            self.norm,
+            self.size,
+            ev,
+            cfg.augment,
+            ev.tta,
+            self.device,
+            seed=seed,
+        )
+
+    def predict_windows(
+        self, data: np.ndarray, clips: Clips, ev: EvalSettings | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`predict_window_passes` with ``ev``'s settings (as `predict`, before pooling)."""
+        cfg = self.config
+        ev = cfg.eval if ev is None else ev
+        return predict_window_passes(
             self.model,
             data,
             clips,

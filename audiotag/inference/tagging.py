@@ -12,10 +12,11 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from audiotag.config import EvalSettings, settings_hash
+from audiotag.config import EvalSettings, SegmentSettings, settings_hash
 from audiotag.features.audio import AudioReadError
-from audiotag.features.logmel import LogMel, file_logmel
-from audiotag.inference.predict import LoadedModel, ensemble
+from audiotag.features.logmel import CutLogMel, LogMel, cut_logmel, file_logmel, file_seconds
+from audiotag.inference.predict import LoadedModel, ensemble, pool_windows
+from audiotag.inference.thresholds import DEFAULT_THRESHOLD, Thresholds
 from audiotag.storage import file_digest, write_json_atomic
 from audiotag.training.batches import Clips
 
@@ -48,12 +49,15 @@ def find_audio(paths: list[Path]) -> list[Path]:
     return found
 
 
-def write_package(model_files: list[Path], out_dir: Path, ev: EvalSettings) -> Path:
+def write_package(
+    model_files: list[Path], out_dir: Path, ev: EvalSettings, thresholds: Thresholds | None = None
+) -> Path:
     """Copies fold model files into a model package directory with a manifest.
 
     The manifest holds the run's evaluation settings (windows, pooling, TTA passes,
     ensemble mean), which tagging uses rather than those stored in each fold file:
-    a fold taken from the cache may have been trained by a run with other ones.
+    a fold taken from the cache may have been trained by a run with other ones; and
+    the per-label thresholds calibrated on the run's out-of-fold predictions, when given.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
@@ -62,16 +66,18 @@ def write_package(model_files: list[Path], out_dir: Path, ev: EvalSettings) -> P
         shutil.copyfile(path, out_dir / name)
         names.append(name)
     first = LoadedModel(out_dir / names[0])
-    write_json_atomic(
-        {
-            "models": names,
-            "ensemble": ev.ensemble,
-            "eval": ev.model_dump(mode="json"),
-            "vocab": list(first.vocab),
-            "format": 1,
-        },
-        out_dir / PACKAGE_MANIFEST,
-    )
+    manifest = {
+        "models": names,
+        "ensemble": ev.ensemble,
+        "eval": ev.model_dump(mode="json"),
+        "vocab": list(first.vocab),
+        "format": 1,
+    }
+    if thresholds is not None:
+        if set(thresholds.by_label) != set(first.vocab):
+            raise ValueError(f"{out_dir}: thresholds are not for the models' labels")
+        manifest["thresholds"] = thresholds.to_json()
+    write_json_atomic(manifest, out_dir / PACKAGE_MANIFEST)
     return out_dir
 
 
@@ -100,6 +106,8 @@ class Ensemble:
         self.path = path
         # A lone model file predicts with the settings of the run that trained it.
         self.eval: EvalSettings | None = None
+        # Per-label thresholds; None: a lone model file or a package from before them.
+        self.thresholds: Thresholds | None = None
         if path.is_file():
             files, self.how = [path], "mean"
         else:
@@ -107,6 +115,8 @@ class Ensemble:
             files, self.how = [path / n for n in manifest["models"]], manifest["ensemble"]
             if "eval" in manifest:
                 self.eval = EvalSettings.model_validate(manifest["eval"])
+            if "thresholds" in manifest:
+                self.thresholds = Thresholds.from_json(manifest["thresholds"])
         self.models = [LoadedModel(f, device) for f in files]
         first = self.models[0]
         for m in self.models[1:]:
@@ -122,34 +132,201 @@ class Ensemble:
         a file longer than ``max_seconds`` (from its header) is refused undecoded."""
         return file_logmel(path, self.mel, name=name, logmel=self._logmel, max_seconds=max_seconds)
 
+    def cut_features(
+        self, path: Path | BinaryIO, name: str | None = None, max_seconds: float | None = None
+    ) -> CutLogMel:
+        """`features` with the silences cut and the file's rate, to place windows in time."""
+        return cut_logmel(path, self.mel, name=name, logmel=self._logmel, max_seconds=max_seconds)
+
+    def threshold_array(self, threshold: float | None = None) -> np.ndarray:
+        """``(n_labels,)``: ``threshold`` for every label when given, else the package's
+        calibrated ones, else `DEFAULT_THRESHOLD`."""
+        if threshold is None and self.thresholds is not None:
+            return self.thresholds.array(self.vocab)
+        value = DEFAULT_THRESHOLD if threshold is None else threshold
+        return np.full(len(self.vocab), value, dtype=np.float64)
+
     def predict(self, feats: list[np.ndarray]) -> np.ndarray:
         """Probabilities ``(n_files, n_labels)`` for feature arrays."""
-        frames = np.array([len(f) for f in feats], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
-        data = np.concatenate(feats)
-        clips = Clips(offsets, frames, np.zeros((len(feats), len(self.vocab)), np.float32))
-        return ensemble([m.predict(data, clips, self.eval) for m in self.models], self.how)
+        return self.predict_windows(feats)[0]
+
+    def predict_windows(
+        self, feats: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Clip probabilities ``(n_files, n_labels)``, and per file its windows' first
+        frames ``(W,)`` and probabilities ``(W, n_labels)`` (each model's passes averaged,
+        then the models ensembled as the clips are)."""
+        data, clips = _as_clips(feats, len(self.vocab))
+        clip_probs, window_probs = [], []
+        for m in self.models:
+            owner, starts, passes = m.predict_windows(data, clips, self.eval)
+            ev = self.eval or m.config.eval
+            pooled = [pool_windows(w, owner, len(clips), ev.pooling) for w in passes]
+            clip_probs.append(np.mean(pooled, axis=0))
+            window_probs.append(np.mean(passes, axis=0))
+        probs = ensemble(clip_probs, self.how)
+        windows = ensemble(window_probs, self.how)
+        per_file = [(starts[owner == i], windows[owner == i]) for i in range(len(feats))]
+        return probs, per_file
+
+    @property
+    def window_frames(self) -> int:
+        """The models' window width in frames."""
+        return self.models[0].config.crop_frames
+
+
+def _as_clips(feats: list[np.ndarray], n_labels: int) -> tuple[np.ndarray, Clips]:
+    """Feature arrays as one store and its clips; a lone array is not copied."""
+    frames = np.array([len(f) for f in feats], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+    data = feats[0] if len(feats) == 1 else np.concatenate(feats)
+    return data, Clips(offsets, frames, np.zeros((len(feats), n_labels), np.float32))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a file where a label's window probabilities reach its threshold."""
+
+    start: float  # seconds from the file's start
+    end: float
+    label: str
+    probability: float  # the highest window probability inside
 
 
 @dataclass(frozen=True)
 class Tags:
-    """One file's tags, or why it has none."""
+    """One file's tags, or why it has none.
+
+    ``tags``: the labels chosen, by falling probability; ``best``: the most probable
+    label whether chosen or not (so that a file with no label above its threshold still
+    says what it most resembles); ``segments``: None unless asked for.
+    """
 
     path: str
     tags: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    best: tuple[str, float] | None = None
+    segments: list[Segment] | None = None
+
+
+def _probability(p: float) -> float | None:
+    """A probability for JSON: rounded, and None rather than a bare NaN."""
+    return round(float(p), 6) if np.isfinite(p) else None
+
+
+def tag_record(t: Tags) -> dict:
+    """The one output format of a file's tags (CLI JSON/JSONL, the served model, the flow):
+    ``path`` (as given), ``tags`` (a list of ``{label, probability}``), ``best`` (one such,
+    or None in an error row), ``segments`` (a list of ``{start, end, label, probability}``,
+    only when asked for) and ``error`` (None when the file was tagged). Strict JSON."""
+    rec: dict = {
+        "path": t.path,
+        "tags": [{"label": label, "probability": _probability(p)} for label, p in t.tags],
+        "best": None
+        if t.best is None
+        else {"label": t.best[0], "probability": _probability(t.best[1])},
+    }
+    if t.segments is not None:
+        rec["segments"] = [
+            {
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "label": s.label,
+                "probability": _probability(s.probability),
+            }
+            for s in t.segments
+        ]
+    rec["error"] = t.error
+    return rec
 
 
 def select(
-    probs: np.ndarray, vocab: tuple[str, ...], top_k: int | None, threshold: float | None
+    probs: np.ndarray,
+    vocab: tuple[str, ...],
+    top_k: int | None,
+    threshold: float | np.ndarray | None,
 ) -> list[tuple[str, float]]:
-    """Labels by falling probability: the top k, or all at or above a threshold."""
+    """Labels by falling probability: the top k, or all at or above a threshold (one for
+    every label, or ``(n_labels,)``: each label's own)."""
     order = np.argsort(-probs, kind="stable")
     if threshold is not None:
-        order = [i for i in order if probs[i] >= threshold]
+        cut = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape)
+        order = [i for i in order if probs[i] >= cut[i]]
     if top_k is not None:
         order = order[:top_k]
     return [(vocab[i], float(probs[i])) for i in order]
+
+
+def find_segments(
+    starts: np.ndarray,
+    window_probs: np.ndarray,
+    cut: CutLogMel,
+    ens: Ensemble,
+    thresholds: np.ndarray,
+    settings: SegmentSettings,
+) -> list[Segment]:
+    """A file's segments from its windows: per label, the runs of windows at or above its
+    threshold, each window standing for the frames nearer its centre than any other's;
+    runs closer than ``settings.min_gap`` s merged, shorter than ``min_duration`` dropped.
+
+    Times are in the file: the silences cut before featurising are counted back in.
+    Sorted by start, then label.
+    """
+    total = len(cut.logmel)
+    width = min(ens.window_frames, total)
+    centres = starts.astype(np.float64) + width / 2
+    bounds = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [float(total)]])
+    # A frame position is the centre of its STFT frame: frame f covers [f - 1/2, f + 1/2).
+    seconds = file_seconds(np.clip(bounds - 0.5, 0, None), cut, ens.mel)
+    out: list[Segment] = []
+    for c, label in enumerate(ens.vocab):
+        on = window_probs[:, c] >= thresholds[c]
+        if not on.any():
+            continue
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
+        runs: list[list[float]] = []
+        for lo, hi in edges.reshape(-1, 2):
+            start, end, p = seconds[lo], seconds[hi], float(window_probs[lo:hi, c].max())
+            if runs and start - runs[-1][1] < settings.min_gap:
+                runs[-1][1], runs[-1][2] = end, max(runs[-1][2], p)
+            else:
+                runs.append([start, end, p])
+        out += [
+            Segment(float(a), float(b), label, p)
+            for a, b, p in runs
+            if b - a >= settings.min_duration
+        ]
+    return sorted(out, key=lambda s: (s.start, s.label))
+
+
+def file_tags(
+    path: str,
+    probs: np.ndarray,
+    windows: tuple[np.ndarray, np.ndarray],
+    cut: CutLogMel,
+    ens: Ensemble,
+    top_k: int | None,
+    threshold: float | np.ndarray | None,
+    segment_at: np.ndarray,
+    segments: SegmentSettings | None,
+) -> Tags:
+    """One tagged file's row: its labels (`select`), its best label, and its segments at
+    ``segment_at`` when ``segments`` are asked for."""
+    best = int(np.argmax(probs))
+    return Tags(
+        path,
+        select(probs, ens.vocab, top_k, threshold),
+        best=(ens.vocab[best], float(probs[best])),
+        segments=None
+        if segments is None
+        else find_segments(windows[0], windows[1], cut, ens, segment_at, segments),
+    )
+
+
+# Log-mel frames held before a chunk of files is predicted: about 34 minutes of audio at
+# the demo settings, 5 at the reference ones (16 MB of float32 at 64 bands). A longer
+# file is predicted alone, so that memory follows the longest file, never the folder.
+CHUNK_FRAMES = 1 << 16
 
 
 def tag_files(
@@ -159,26 +336,60 @@ def tag_files(
     threshold: float | None = None,
     chunk: int = 32,
     on_file: Callable[[int], None] | None = None,
+    *,
+    per_class: bool = False,
+    segments: SegmentSettings | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
 ) -> Iterator[Tags]:
-    """Tags files in order; a file that cannot be read yields an error row, never stops the rest."""
-    for lo in range(0, len(files), chunk):
-        part = files[lo : lo + chunk]
-        feats: dict[int, np.ndarray] = {}
-        errors: dict[int, str] = {}
-        for i, path in enumerate(part):
-            try:
-                feats[i] = ens.features(path)
-            except AudioReadError as err:
-                errors[i] = err.problem
-        probs = ens.predict(list(feats.values())) if feats else np.zeros((0, len(ens.vocab)))
-        row = dict(zip(feats, probs, strict=True))
-        for i, path in enumerate(part):
-            if i in errors:
-                yield Tags(str(path), error=errors[i])
+    """Tags files in order; a file that cannot be read yields an error row, never stops the rest.
+
+    Args:
+        top_k: at most this many labels per file (None: no limit).
+        threshold: only labels at or above this probability.
+        chunk: files predicted together, at most.
+        on_file: called with 1 after each file.
+        per_class: only labels at or above their own calibrated threshold (the package's;
+            `DEFAULT_THRESHOLD` for a package without), instead of ``threshold``.
+        segments: also each file's time segments (`find_segments`), at ``threshold``
+            when given, else at the package's per-label thresholds.
+        chunk_frames: log-mel frames held, at most, before the files read are predicted.
+    """
+    cut_at = ens.threshold_array() if per_class else threshold
+    segment_at = ens.threshold_array(threshold)
+    pending: list[tuple[Path, CutLogMel | str]] = []
+    held = 0
+
+    def flush() -> Iterator[Tags]:
+        ok = [c for _, c in pending if not isinstance(c, str)]
+        probs, windows = ens.predict_windows([c.logmel for c in ok]) if ok else (None, [])
+        k = 0
+        for path, c in pending:
+            if isinstance(c, str):
+                yield Tags(str(path), error=c)
             else:
-                yield Tags(str(path), select(row[i], ens.vocab, top_k, threshold))
+                yield file_tags(
+                    str(path), probs[k], windows[k], c, ens, top_k, cut_at, segment_at, segments
+                )
+                k += 1
             if on_file is not None:
                 on_file(1)
+
+    for path in files:
+        try:
+            features: CutLogMel | str = ens.cut_features(path)
+        except AudioReadError as err:
+            features = err.problem
+        frames = 0 if isinstance(features, str) else len(features.logmel)
+        if pending and held + frames > chunk_frames:
+            yield from flush()
+            pending, held = [], 0
+        pending.append((path, features))
+        held += frames
+        if len(pending) >= chunk or held >= chunk_frames:
+            yield from flush()
+            pending, held = [], 0
+    if pending:
+        yield from flush()
 
 
 def all_probabilities(ens: Ensemble, files: list[Path]) -> dict[str, np.ndarray]:

@@ -15,6 +15,14 @@ from audiotag.data.schemas import write_label_table
 from audiotag.features.store import FeatureStore
 from audiotag.inference.predict import LoadedModel, ensemble
 from audiotag.inference.tagging import write_package
+from audiotag.inference.thresholds import (
+    DEFAULT_THRESHOLD,
+    Thresholds,
+    calibrate_thresholds,
+    f1_scores,
+    threshold_scores,
+    top_k_predicted,
+)
 from audiotag.metrics import lwlrap, lwlrap_per_class
 from audiotag.steps.baseline import BaselineResult
 from audiotag.steps.dataset import DatasetInfo, kept_rows, targets, to_clips
@@ -35,6 +43,8 @@ class EnsembleResult:
     fold_lwlrap: tuple[float, ...]
     model_dir: str = ""
     not_scored: tuple[str, ...] = ()  # the scores that could not be computed, and why
+    oof_micro_f1: float | None = None  # tags at the calibrated per-class thresholds
+    test_micro_f1: float | None = None
 
 
 def predict_test(
@@ -51,16 +61,16 @@ def predict_test(
     the submission.
 
     Also gathers their out-of-fold predictions (each held-out clip of the stage's first
-    subset, scored by the fold model that never trained on it) and writes ``scores.json``
-    with the per-class scores, and the baseline's beside them when given.
+    subset, scored by the fold model that never trained on it), calibrates a threshold per
+    label on them (`audiotag.inference.thresholds`; stored in the package), and writes
+    ``scores.json`` with the per-class scores (lwlrap; precision, recall and F1 at the
+    thresholds), and the baseline's beside them when given.
 
     What was done is kept: the submission and the model package are written before any
     score, and a score that cannot be computed (no held-out or test clip with a label in
     the vocabulary) is None, with the reason in ``scores.json``'s ``not_scored``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = write_package([Path(r.model_path) for r in models], run_dir / "model", config.eval)
-
     # Out-of-fold: every held-out clip scored by the model that never saw it.
     parts = [pd.read_parquet(Path(r.model_path).parent / "valid.parquet") for r in models]
     oof = pd.concat(parts, ignore_index=True)
@@ -68,6 +78,10 @@ def predict_test(
     labels = {r["fname"]: r["labels"] for r in kept_rows(ws, scored_subset)}
     truth = targets([{"labels": labels[f]} for f in oof.fname], info.vocab)
     oof_probs = oof[list(info.vocab)].to_numpy()
+    thresholds = calibrate_thresholds(truth, oof_probs, info.vocab)
+    model_dir = write_package(
+        [Path(r.model_path) for r in models], run_dir / "model", config.eval, thresholds
+    )
     write_label_table(oof, info.vocab, run_dir / "oof.parquet")
 
     test = _test_predictions(ws, info, store_dir, config, models, run_dir, device, truth)
@@ -90,6 +104,14 @@ def predict_test(
         "class_weights": _by_label(info.vocab, weights) or dict.fromkeys(info.vocab, 0.0),
         "test_missing": [n for n in names if n not in by_name],
         "not_scored": not_scored,
+        "thresholds": thresholds.to_json(),
+        "oof_at_thresholds": threshold_scores(truth, oof_probs, thresholds, info.vocab),
+        "test_at_thresholds": None
+        if test_truth is None
+        else threshold_scores(test_truth, test_probs, thresholds, info.vocab),
+        "test_micro_f1": None
+        if test_truth is None
+        else tag_rule_micro_f1(test_truth, test_probs, thresholds, info.vocab),
     }
     if baseline is not None:
         scores["baseline"] = {
@@ -110,7 +132,22 @@ def predict_test(
         tuple(r.valid_lwlrap for r in models),
         str(model_dir),
         tuple(not_scored),
+        scores["oof_at_thresholds"]["micro_f1"],
+        None if test_truth is None else scores["test_at_thresholds"]["micro_f1"],
     )
+
+
+def tag_rule_micro_f1(
+    truth: np.ndarray, probs: np.ndarray, thresholds: Thresholds, vocab: tuple[str, ...]
+) -> dict[str, float]:
+    """Micro-F1 of the tags each rule gives: the calibrated thresholds, the top 3 labels,
+    and one global threshold of 0.5."""
+    rules = {
+        "calibrated": probs >= thresholds.array(vocab),
+        "top_3": top_k_predicted(probs, 3),
+        "global_0.5": probs >= DEFAULT_THRESHOLD,
+    }
+    return {name: round(f1_scores(truth, pred)["micro_f1"], 5) for name, pred in rules.items()}
 
 
 def _score(

@@ -4,10 +4,15 @@ Input: a DataFrame with, per row, ``audio`` (base64-encoded file bytes, any
 format soundfile reads) or ``path`` (a file on the server's disk, read only inside
 the folders the operator allowed). What is accepted and the limits:
 `audiotag.inference.serving`, set by ``AUDIOTAG_SERVE_*`` variables when the model
-loads. Output: one row per input row, always: ``tags`` (the top three labels, a list
-of ``{"label", "probability"}`` as ``audiotag tag --format json`` writes them), ``error``
-(empty when the row was tagged) and every label's probability (null in an error row,
-so that the answer is strict JSON: MLflow writes a NaN as a bare ``NaN``).
+loads. Output: one row per input row, always, in the fields ``audiotag tag --format
+json`` writes (`audiotag.inference.tagging.tag_record`): ``path`` (the row's ``path``,
+null for sent bytes), ``tags`` (the labels at or above their calibrated thresholds, a
+list of ``{"label", "probability"}``; the top three for a package without calibrated
+thresholds), ``best`` (the most probable label, whether above
+its threshold or not), ``segments`` (only when the request's params ask for them:
+``{"segments": true, "min_gap": s, "min_duration": s}``), ``error`` (empty when the row
+was tagged), then every label's probability (null in an error row, so that the answer
+is strict JSON: MLflow writes a NaN as a bare ``NaN``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import BAD_REQUEST
-from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Object, Property
 
+from audiotag.config import SegmentSettings
 from audiotag.features.audio import AudioReadError
 from audiotag.inference.serving import (
     INPUT_COLUMNS,
@@ -33,11 +39,26 @@ from audiotag.inference.serving import (
     row_source,
     serve_settings_from_env,
 )
-from audiotag.inference.tagging import Ensemble, select
+from audiotag.inference.tagging import Ensemble, Tags, file_tags, tag_record
 
 NO_COLUMNS = "no row has an 'audio' or a 'path' column: nothing to tag"
-TOP_K = 3
 TAG = Object([Property("label", DataType.string), Property("probability", DataType.double)])
+SEGMENT = Object(
+    [
+        Property("start", DataType.double),
+        Property("end", DataType.double),
+        Property("label", DataType.string),
+        Property("probability", DataType.double),
+    ]
+)
+_SEGMENT_DEFAULTS = SegmentSettings()
+PARAMS = ParamSchema(
+    [
+        ParamSpec("segments", DataType.boolean, False),
+        ParamSpec("min_gap", DataType.double, _SEGMENT_DEFAULTS.min_gap),
+        ParamSpec("min_duration", DataType.double, _SEGMENT_DEFAULTS.min_duration),
+    ]
+)
 
 
 def signature(vocab: tuple[str, ...]) -> ModelSignature:
@@ -45,10 +66,16 @@ def signature(vocab: tuple[str, ...]) -> ModelSignature:
         [ColSpec("string", "audio", required=False), ColSpec("string", "path", required=False)]
     )
     outputs = Schema(
-        [ColSpec(Array(TAG), "tags"), ColSpec("string", "error")]
+        [
+            ColSpec("string", "path", required=False),
+            ColSpec(Array(TAG), "tags"),
+            ColSpec(TAG, "best", required=False),
+            ColSpec(Array(SEGMENT), "segments", required=False),
+            ColSpec("string", "error"),
+        ]
         + [ColSpec("double", label, required=False) for label in vocab]
     )
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=inputs, outputs=outputs, params=PARAMS)
 
 
 class AudiotagModel(mlflow.pyfunc.PythonModel):
@@ -59,7 +86,7 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
         self.settings = serve_settings_from_env()
         self.ensemble = Ensemble(Path(context.artifacts["package"]))
 
-    def _features(self, rows: list[dict]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    def _features(self, rows: list[dict]) -> tuple[dict[int, Any], dict[int, str]]:
         feats, errors = {}, {}
         refusal = request_refusal(rows, self.settings)
         for i, row in enumerate(rows):
@@ -70,7 +97,7 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
             try:
                 source, name = row_source(row, i, self.settings)
                 with source:
-                    feats[i] = self.ensemble.features(source, name, self.settings.max_seconds)
+                    feats[i] = self.ensemble.cut_features(source, name, self.settings.max_seconds)
             except RowError as err:
                 errors[i] = str(err)
             except AudioReadError as err:
@@ -91,6 +118,7 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
             # MLflow drops the columns the signature lacks, and with them every row of a
             # request that has no other: no answer row can be made, so a clear HTTP 400.
             raise MlflowException(NO_COLUMNS, error_code=BAD_REQUEST)
+        rows: list[dict] = []
         try:
             rows = read_rows(model_input)
             n_rows = len(rows)
@@ -98,21 +126,47 @@ class AudiotagModel(mlflow.pyfunc.PythonModel):
         except RowError as err:
             n_rows = len(model_input) if hasattr(model_input, "__len__") else 1
             feats, errors = {}, dict.fromkeys(range(n_rows), str(err))
-        probs = ens.predict(list(feats.values())) if feats else np.zeros((0, len(ens.vocab)))
-        by_row = dict(zip(feats, probs, strict=True))
+        params = params or {}
+        segments = None
+        if params.get("segments"):
+            segments = SegmentSettings(
+                min_gap=params.get("min_gap", _SEGMENT_DEFAULTS.min_gap),
+                min_duration=params.get("min_duration", _SEGMENT_DEFAULTS.min_duration),
+            )
+        cut = list(feats.values())
+        probs, windows = ens.predict_windows([c.logmel for c in cut]) if cut else (None, [])
+        at = ens.threshold_array()
+        # As `audiotag tag`: each label above its calibrated threshold; a package without
+        # them (from before they were calibrated) gives the top 3 labels.
+        top_k, cut_at = (3, None) if ens.thresholds is None else (None, at)
+        index = {i: k for k, i in enumerate(feats)}
+        columns = ["path", "tags", "best", *(["segments"] if segments else []), "error"]
         records = []
         for i in range(n_rows):  # each row is in feats or in errors: one answer each
-            records.append(answer_row(ens.vocab, by_row.get(i), errors.get(i, "")))
+            path = rows[i]["path"] if i < len(rows) and isinstance(rows[i]["path"], str) else None
+            k = index.get(i)
+            if k is None:
+                records.append(answer_row(ens.vocab, None, None, errors.get(i, ""), path, columns))
+                continue
+            tags = file_tags("", probs[k], windows[k], cut[k], ens, top_k, cut_at, at, segments)
+            records.append(answer_row(ens.vocab, tags, probs[k], "", path, columns))
         # object columns keep None as None (a float column would turn it back into NaN)
-        return pd.DataFrame(records, columns=["tags", "error", *ens.vocab], dtype=object)
+        return pd.DataFrame(records, columns=[*columns, *ens.vocab], dtype=object)
 
 
-def answer_row(vocab: tuple[str, ...], probs: np.ndarray | None, error: str) -> dict[str, Any]:
-    """One answer: the top labels, the error, each label's probability (None without)."""
+def answer_row(
+    vocab: tuple[str, ...],
+    tags: Tags | None,
+    probs: np.ndarray | None,
+    error: str,
+    path: str | None,
+    columns: list[str],
+) -> dict[str, Any]:
+    """One answer: `tag_record`'s fields (``path`` echoed, ``error`` empty rather than
+    null), each label's probability (None without)."""
+    rec = tag_record(tags if tags is not None else Tags("", error=error))
+    rec = {c: rec.get(c, []) for c in columns}
+    rec["path"], rec["error"] = path, error
     if probs is None:
-        return {"tags": [], "error": error, **dict.fromkeys(vocab)}
-    tags = [
-        {"label": label, "probability": round(float(q), 6)}
-        for label, q in select(probs, vocab, TOP_K, None)
-    ]
-    return {"tags": tags, "error": error, **dict(zip(vocab, map(float, probs), strict=True))}
+        return {**rec, **dict.fromkeys(vocab)}
+    return {**rec, **dict(zip(vocab, map(float, probs), strict=True))}

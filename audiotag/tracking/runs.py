@@ -135,8 +135,9 @@ def log_metrics(tracking: Tracking, run_id: str, values: dict[str, float], step:
         for k, v in values.items()
         if v is not None and not math.isnan(float(v))
     ]
-    if metrics:
-        MlflowClient(tracking.uri).log_batch(run_id, metrics=metrics)
+    client = MlflowClient(tracking.uri)
+    for lo in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+        client.log_batch(run_id, metrics=metrics[lo : lo + 1000])
 
 
 def log_series(tracking: Tracking, run_id: str, key: str, values: list[float | None]) -> None:

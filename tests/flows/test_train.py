@@ -190,6 +190,13 @@ def test_mlflow_parent_and_nested_runs(trained: dict) -> None:
     assert summary["mlflow_link"].endswith(
         f"/runs/{parent.info.run_id}?workflowType=machine_learning"
     )
+    # Each label's calibrated threshold and the scores of its tags there, OOF and test.
+    metrics = parent.data.metrics
+    assert metrics["oof/micro_f1"] == pytest.approx(summary["oof_micro_f1"])
+    assert metrics["test/micro_f1"] == pytest.approx(summary["test_micro_f1"])
+    n_labels = len(pd.read_csv(summary["submission"], nrows=0).columns) - 1
+    for prefix in ("threshold", "oof_precision", "oof_recall", "oof_f1", "test_f1"):
+        assert sum(k.startswith(f"{prefix}/") for k in metrics) == n_labels
     assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
@@ -265,7 +272,7 @@ def test_an_unreadable_file_gets_an_error_row_and_the_rest_go_on(
     good = next((trained["workdir"] / "data" / "test").glob("*.wav"))
     bad = tmp_path / "bad file é.wav"
     bad.write_bytes(b"RIFF....not a wav at all")
-    rows = tag_with_cli([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl")
+    rows = tag_with_cli([bad, good], trained["summary"]["model"], tmp_path / "t.jsonl", status=1)
     assert rows[0]["error"] and "unreadable" in rows[0]["error"] and not rows[0]["tags"]
     assert rows[1]["error"] is None and len(rows[1]["tags"]) > 1
 
@@ -299,8 +306,13 @@ def test_registered_champion_is_served_over_http(trained: dict) -> None:
         reply = strict_json(urllib.request.urlopen(req, timeout=60).read())
     rows = reply["predictions"]
     assert len(rows) == 2
+    # The package's thresholds, calibrated on the run's out-of-fold predictions.
+    manifest = json.loads((Path(summary["model"]) / "audiotag-model.json").read_text())
+    cut = manifest["thresholds"]["by_label"]
     for row in rows:
-        assert row["error"] == "" and len(row["tags"]) == 3
+        assert row["error"] == "" and row["path"] is None and row["best"]["label"] in cut
+        chosen = {t["label"] for t in row["tags"]}
+        assert chosen == {label for label, t in cut.items() if row[label] >= t}
 
 
 def test_tag_audio_flow_writes_tags_beside_the_folder(trained: dict, tmp_path: Path) -> None:

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from audiotag.config import SegmentSettings
+from audiotag.features.audio import find_nonsilent, read_audio, remove_silence
+from audiotag.features.logmel import compute_logmel
 from audiotag.inference.tagging import (
     PACKAGE_MANIFEST,
     Ensemble,
@@ -17,10 +21,11 @@ from audiotag.inference.tagging import (
     resolve_package,
     select,
     tag_files,
+    tag_record,
 )
 from tests.helpers.audio import write_tone
 from tests.helpers.fifo import WatchedFifo
-from tests.helpers.packages import VOCAB, write_tiny_package
+from tests.helpers.packages import VOCAB, write_tiny_package, write_tone_clip, write_tone_package
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,8 @@ def test_labels_are_picked_by_falling_probability_top_k_or_from_a_threshold() ->
     assert select(PROBS, LABELS, 1, 0.5) == [("b", 0.9)]
     assert select(PROBS, LABELS, None, 0.95) == []
     assert [label for label, _ in select(PROBS, LABELS, None, None)] == ["b", "c", "d", "a"]
+    per_label = np.array([0.1, 0.95, 0.6, 0.5])  # each label's own threshold
+    assert select(PROBS, LABELS, None, per_label) == [("d", 0.5), ("a", 0.2)]
 
 
 def test_equal_packages_have_equal_digests_and_the_manifest_holds_the_runs_settings(
@@ -128,3 +135,76 @@ def test_fifos_and_devices_get_error_rows_named_as_such_and_are_never_opened(
         "a FIFO, not an audio file",
         "a device, not an audio file",
     ]
+
+
+def test_by_default_each_label_is_kept_above_its_own_threshold_and_the_best_is_marked(
+    tmp_path: Path,
+) -> None:
+    files = [write_tone(tmp_path / f"{i}.wav", freq=300.0 * (i + 1), seconds=0.5) for i in range(3)]
+    plain = Ensemble(write_tiny_package(tmp_path / "plain", seed=0))
+    probs = plain.predict([plain.features(f) for f in files])
+    # Thresholds that keep Bark on file 0 only, and Run nowhere.
+    top = np.sort(probs[:, 0])
+    cut = {"Bark": round(float(top[-1] + top[-2]) / 2, 6), "Run": 1.0}
+    ens = Ensemble(write_tiny_package(tmp_path / "calibrated", seed=0, thresholds=cut))
+    assert ens.thresholds is not None and ens.thresholds.by_label == cut
+    rows = list(tag_files(ens, files, top_k=None, per_class=True))
+    for row, p in zip(rows, probs, strict=True):
+        assert [label for label, _ in row.tags] == [
+            label for label, q in zip(VOCAB, p, strict=True) if q >= cut[label]
+        ]
+        assert row.best == (VOCAB[int(np.argmax(p))], pytest.approx(float(p.max()), rel=1e-5))
+    assert sum(bool(r.tags) for r in rows) == 1
+    record = tag_record(next(r for r in rows if not r.tags))
+    assert record["tags"] == [] and record["best"]["label"] in VOCAB
+    assert set(record) == {"path", "tags", "best", "error"}  # no segments unless asked
+
+
+def test_a_long_file_predicted_alone_in_blocks_gives_what_the_whole_file_path_gives(
+    package: Path, tmp_path: Path
+) -> None:
+    # 30 s at 44.1 kHz: more than one decoded block (BLOCK_FRAMES), and a silence cut.
+    long = write_tone(tmp_path / "long.wav", freq=700.0, seconds=24.0, start=3.0, total=30.0)
+    short = write_tone(tmp_path / "short.wav", freq=400.0, seconds=1.0)
+    ens = Ensemble(package)
+    files = [short, long, short]
+    together = list(tag_files(ens, files, top_k=None))
+    alone = list(tag_files(ens, files, top_k=None, chunk_frames=16))  # each file alone
+    samples, sr = read_audio(long)
+    whole = compute_logmel(
+        remove_silence(samples, find_nonsilent(samples, ens.mel.silence_top_db)), sr, ens.mel
+    )
+    expected = ens.predict([whole])[0]
+    for rows in (together, alone):
+        probs = dict(rows[1].tags)
+        np.testing.assert_allclose([probs[v] for v in VOCAB], expected, rtol=1e-5, atol=1e-6)
+        assert [r.tags for r in rows[::2]] == [rows[0].tags] * 2
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
+    return Ensemble(write_tone_package(tmp_path_factory.mktemp("tones")))
+
+
+def test_two_sounds_in_a_long_file_are_found_as_segments_within_a_window_of_the_truth(
+    tones: Ensemble, tmp_path: Path
+) -> None:
+    truth = {"Low": (6.0, 10.0), "High": (27.0, 31.0)}
+    clip = write_tone_clip(
+        tmp_path / "field.wav", 40.0, [(label, a, b) for label, (a, b) in truth.items()]
+    )
+    # Digital silence between the sounds: cut before featurising, counted back in after.
+    y, sr = sf.read(clip, dtype="float32")
+    y[int(14 * sr) : int(20 * sr)] = 0
+    sf.write(clip, y, sr, subtype="PCM_16")
+    (row,) = tag_files(tones, [clip], segments=SegmentSettings(min_gap=1.0))
+    window = tones.window_frames * tones.mel.hop_length / tones.mel.sample_rate  # 2 s
+    found = {label: [(s.start, s.end) for s in row.segments if s.label == label] for label in truth}
+    for label, (start, end) in truth.items():
+        assert len(found[label]) == 1, row.segments
+        (got,) = found[label]
+        assert abs(got[0] - start) <= window and abs(got[1] - end) <= window, row.segments
+    record = tag_record(row)
+    assert [s["label"] for s in record["segments"]] == ["Low", "High"]
+    assert all(0.5 <= s["probability"] <= 1 for s in record["segments"])
+    json.loads(json.dumps(record, allow_nan=False))

@@ -19,6 +19,7 @@ from audiotag.data.schemas import KEPT_SCHEMA, label_table, write_label_table
 from audiotag.features.store import build_feature_store
 from audiotag.inference.predict import save_model
 from audiotag.inference.tagging import Ensemble
+from audiotag.inference.thresholds import calibrate_thresholds
 from audiotag.metrics import lwlrap
 from audiotag.steps.dataset import DatasetInfo
 from audiotag.steps.ensemble import predict_test
@@ -97,6 +98,25 @@ def test_the_oof_score_is_each_held_out_clip_scored_by_its_own_fold(run: dict) -
     scores = json.loads(Path(run["first"].scores).read_text())
     assert scores["folds"] == {"curated/1": 0.5, "curated/2": 0.6}
     assert scores["test_missing"] == ["gone.wav"]
+
+
+def test_thresholds_calibrated_on_the_oof_predictions_are_in_the_package_and_scored(
+    run: dict,
+) -> None:
+    oof = pd.concat(run["valid"], ignore_index=True)
+    truth = np.array([[v in CURATED[f] for v in VOCAB] for f in oof.fname])
+    expected = calibrate_thresholds(truth, oof[list(VOCAB)].to_numpy(), VOCAB)
+    scores = json.loads(Path(run["first"].scores).read_text())
+    assert scores["thresholds"] == expected.to_json()
+    # Bark has 3 positives among the 4 held-out clips, Run 2: the global threshold.
+    assert scores["thresholds"]["fallback"] == ["Run"]
+    ens = Ensemble(Path(run["first"].model_dir))
+    np.testing.assert_allclose(ens.threshold_array(), expected.array(VOCAB), atol=1e-6)
+    at = scores["oof_at_thresholds"]
+    assert set(at["per_class"]["Bark"]) == {"precision", "recall", "f1", "positives"}
+    assert run["first"].oof_micro_f1 == at["micro_f1"]
+    assert set(scores["test_micro_f1"]) == {"calibrated", "top_3", "global_0.5"}
+    assert run["first"].test_micro_f1 == scores["test_at_thresholds"]["micro_f1"]
 
 
 def test_the_submission_follows_the_sample_and_tagging_with_the_package_gives_its_rows(

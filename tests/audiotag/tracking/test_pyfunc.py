@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from audiotag.config import SegmentSettings
 from audiotag.inference.serving import (
     ENV_ALLOWED_DIRS,
     ENV_LIMITS,
@@ -25,17 +26,25 @@ from tests.helpers.audio import write_tone
 from tests.helpers.flows import strict_json
 
 
-def test_the_signature_takes_audio_or_a_path_and_gives_tags_an_error_and_each_label() -> None:
+def test_the_signature_takes_audio_or_a_path_and_gives_the_tag_fields_and_each_label() -> None:
     sig = signature(("Bark", "Run"))
     assert [(c.name, c.type.name, c.required) for c in sig.inputs.inputs] == [
         ("audio", "string", False),
         ("path", "string", False),
     ]
-    assert sig.outputs.input_names() == ["tags", "error", "Bark", "Run"]
-    tags, error, *labels = sig.outputs.inputs
+    assert sig.outputs.input_names() == ["path", "tags", "best", "segments", "error", "Bark", "Run"]
+    path, tags, best, segments, error, *labels = sig.outputs.inputs
     assert tags.type.to_dict()["items"]["properties"].keys() == {"label", "probability"}
-    assert error.type.name == "string"
+    assert best.type.to_dict()["properties"].keys() == {"label", "probability"}
+    assert segments.type.to_dict()["items"]["properties"].keys() == {
+        "start",
+        "end",
+        "label",
+        "probability",
+    }
+    assert error.type.name == "string" and path.type.name == "string"
     assert [(c.type.name, c.required) for c in labels] == [("double", False)] * 2
+    assert {p.name: p.default for p in sig.params.params}["segments"] is False
 
 
 def _loaded(package: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> AudiotagModel:
@@ -70,7 +79,15 @@ def test_each_row_is_tagged_from_its_bytes_or_its_path_or_gets_its_error(
     )
     out = model.predict(None, rows)
 
-    assert list(out.columns) == ["tags", "error", *vocab]
+    assert list(out.columns) == ["path", "tags", "best", "error", *vocab]
+    assert out["path"].tolist() == [
+        None,
+        str(tone),
+        None,
+        None,
+        str(tmp_path / "missing.wav"),
+        None,
+    ]
     assert len(out) == len(rows)
     errors = out["error"].tolist()
     assert errors[:2] == ["", ""]
@@ -169,3 +186,26 @@ def test_loading_the_served_model_warns_of_nothing() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_answer_has_the_clis_fields_tags_at_calibrated_thresholds_and_segments_on_request(
+    tmp_path: Path, vocab: tuple[str, ...], tone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audiotag.inference.tagging import tag_files, tag_record
+    from tests.helpers.packages import write_tiny_package
+
+    package = write_tiny_package(tmp_path, 0, vocab, thresholds={vocab[0]: 0.0, vocab[1]: 1.0})
+    model = _loaded(package, monkeypatch)
+    sent = pd.DataFrame({"audio": [base64.b64encode(tone.read_bytes()).decode()]})
+    plain = model.predict(None, sent)
+    assert [t["label"] for t in plain.loc[0, "tags"]] == [vocab[0]]  # above its own only
+    out = model.predict(None, sent, params={"segments": True, "min_gap": 0.5})
+    assert list(out.columns) == ["path", "tags", "best", "segments", "error", *vocab]
+    (cli,) = tag_files(
+        Ensemble(package), [tone], per_class=True, segments=SegmentSettings(min_gap=0.5)
+    )
+    expected = tag_record(cli)
+    for field in ("tags", "best", "segments"):
+        got = out.loc[0, field]
+        assert got == pytest.approx(expected[field]) if field == "best" else got == expected[field]
+    assert [s["label"] for s in out.loc[0, "segments"]] == [vocab[0]]
