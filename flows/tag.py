@@ -27,7 +27,7 @@ from tasks.tagging import (
 def tag_audio_flow(
     folder: Annotated[str, Field(min_length=1)],
     model: Annotated[str, Field(min_length=1)],
-    top_k: Annotated[int, Field(ge=1)] = 3,
+    top_k: Annotated[int | None, Field(ge=1)] = None,
     threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
     output_name: Annotated[str, Field(min_length=1)] = "audiotag-tags.csv",
     chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 200,
@@ -44,15 +44,16 @@ def tag_audio_flow(
         model: A registered model (``models:/audiotag@champion``, ``models:/NAME/3``), a
             model package (runs/<run>/model), a model file, or a training work dir (its
             newest run's package).
-        top_k: Labels per file.
-        threshold: Every label at or above this probability instead of the top_k.
+        top_k: The K most probable labels per file instead of each label's calibrated
+            threshold (empty: those thresholds, as ``audiotag tag``; a package without
+            them gives the top 3).
+        threshold: Every label at or above this probability (``top_k`` then caps).
         output_name: Results file written in the folder (.csv, .json or .jsonl).
         chunk_size: Files per chunk: the unit that runs on a worker and is kept.
         dask_address: Tag the chunks on this Dask cluster (tcp://host:8786); empty: in
             this flow run's own process. The folder must be on storage its workers see.
         tracking_uri: The MLflow store of a ``models:/`` model; empty: MLFLOW_TRACKING_URI.
     """
-    top = None if threshold is not None else top_k
     files = list_audio_files(folder, output_name)
     package = resolve_tag_model(model, folder, tracking_uri)
     chunks = split_files(files, chunk_size)
@@ -62,7 +63,7 @@ def tag_audio_flow(
                 chunk_task(folder, i),
                 files=files,
                 model=package,
-                top_k=top,
+                top_k=top_k,
                 threshold=threshold,
                 index=i,
             )

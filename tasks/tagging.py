@@ -33,6 +33,7 @@ from audiotag.inference.tagging import (
     package_digest,
     resolve_package,
     tag_files,
+    tag_record,
 )
 from audiotag.steps.workspace import TagFolder
 from audiotag.storage import file_digest, safe_csv_cell, write_atomic
@@ -174,7 +175,12 @@ def tag_chunk(
         raise RuntimeError(f"chunk {index + 1} made to fail by {FAIL_CHUNK_ENV}")
     ens, lock = _loaded(model.path, model.digest)
     with lock:
-        return [as_row(r) for r in tag_files(ens, [Path(f) for f in files], top_k, threshold)]
+        # As `audiotag tag`: each label's calibrated threshold unless told otherwise.
+        per_class = top_k is None and threshold is None and ens.thresholds is not None
+        if top_k is None and threshold is None and not per_class:
+            top_k = 3  # a package from before the thresholds
+        rows = tag_files(ens, [Path(f) for f in files], top_k, threshold, per_class=per_class)
+        return [as_row(tag_record(r)) for r in rows]
 
 
 def chunk_task(folder: str, index: int) -> Task:

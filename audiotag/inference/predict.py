@@ -137,8 +137,20 @@ def predict_clips(
     The other arguments are `predict_window_passes`'.
     """
     owner, _, passes = predict_window_passes(
-        model, data, clips, width, norm, size, ev, aug, tta, device, batch_size, seed,
-        precision, device_data,
+        model,
+        data,
+        clips,
+        width,
+        norm,
+        size,
+        ev,
+        aug,
+        tta,
+        device,
+        batch_size,
+        seed,
+        precision,
+        device_data,
     )
     return np.mean([pool_windows(w, owner, len(clips), ev.pooling) for w in passes], axis=0)
 
