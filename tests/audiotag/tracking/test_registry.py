@@ -115,7 +115,7 @@ def test_a_package_registered_twice_is_one_version_and_without_evidence_no_new_c
     monkeypatch.setenv(ENV_ALLOWED_DIRS, str(tone.parent))
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
     out = served.predict(pd.DataFrame({"path": [str(tone)]}))
-    assert list(out.columns) == ["tags", "error", *vocab]
+    assert list(out.columns) == ["path", "tags", "best", "error", *vocab]
     assert out.loc[0, "error"] == ""
 
 
