@@ -14,8 +14,9 @@ import soundfile as sf
 
 from audiotag.config import EvalSettings, SegmentSettings, settings_hash
 from audiotag.features.audio import AudioReadError
-from audiotag.features.logmel import CutLogMel, LogMel, cut_logmel, file_logmel, file_seconds
+from audiotag.features.logmel import CutLogMel, LogMel, cut_logmel, file_logmel
 from audiotag.inference.predict import LoadedModel, ensemble, pool_windows
+from audiotag.inference.segments import Segment, find_segments
 from audiotag.inference.thresholds import DEFAULT_THRESHOLD, Thresholds
 from audiotag.storage import file_digest, write_json_atomic
 from audiotag.training.batches import Clips
@@ -184,16 +185,6 @@ def _as_clips(feats: list[np.ndarray], n_labels: int) -> tuple[np.ndarray, Clips
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A stretch of a file where a label's window probabilities reach its threshold."""
-
-    start: float  # seconds from the file's start
-    end: float
-    label: str
-    probability: float  # the highest window probability inside
-
-
-@dataclass(frozen=True)
 class Tags:
     """One file's tags, or why it has none.
 
@@ -257,48 +248,6 @@ def select(
     return [(vocab[i], float(probs[i])) for i in order]
 
 
-def find_segments(
-    starts: np.ndarray,
-    window_probs: np.ndarray,
-    cut: CutLogMel,
-    ens: Ensemble,
-    thresholds: np.ndarray,
-    settings: SegmentSettings,
-) -> list[Segment]:
-    """A file's segments from its windows: per label, the runs of windows at or above its
-    threshold, each window standing for the frames nearer its centre than any other's;
-    runs closer than ``settings.min_gap`` s merged, shorter than ``min_duration`` dropped.
-
-    Times are in the file: the silences cut before featurising are counted back in.
-    Sorted by start, then label.
-    """
-    total = len(cut.logmel)
-    width = min(ens.window_frames, total)
-    centres = starts.astype(np.float64) + width / 2
-    bounds = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [float(total)]])
-    # A frame position is the centre of its STFT frame: frame f covers [f - 1/2, f + 1/2).
-    seconds = file_seconds(np.clip(bounds - 0.5, 0, None), cut, ens.mel)
-    out: list[Segment] = []
-    for c, label in enumerate(ens.vocab):
-        on = window_probs[:, c] >= thresholds[c]
-        if not on.any():
-            continue
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
-        runs: list[list[float]] = []
-        for lo, hi in edges.reshape(-1, 2):
-            start, end, p = seconds[lo], seconds[hi], float(window_probs[lo:hi, c].max())
-            if runs and start - runs[-1][1] < settings.min_gap:
-                runs[-1][1], runs[-1][2] = end, max(runs[-1][2], p)
-            else:
-                runs.append([start, end, p])
-        out += [
-            Segment(float(a), float(b), label, p)
-            for a, b, p in runs
-            if b - a >= settings.min_duration
-        ]
-    return sorted(out, key=lambda s: (s.start, s.label))
-
-
 def file_tags(
     path: str,
     probs: np.ndarray,
@@ -319,7 +268,9 @@ def file_tags(
         best=(ens.vocab[best], float(probs[best])),
         segments=None
         if segments is None
-        else find_segments(windows[0], windows[1], cut, ens, segment_at, segments),
+        else find_segments(
+            windows[0], windows[1], cut, ens.window_frames, ens.mel, ens.vocab, segment_at, segments
+        ),
     )
 
 
