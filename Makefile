@@ -14,8 +14,8 @@ PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 SERVER_DIR ?= server-data
 GPUS ?= 1
-# GPU=1: this server has GPU workers, and the weekly GPU retrain stays scheduled
-# (`make deploy` pauses its schedule otherwise, and says so).
+# GPU=1: this server has GPU workers, and the weekly GPU retrain is scheduled
+# (prefect.yaml deploys it paused, and `make deploy` says so).
 GPU ?= 0
 POOL ?= audiotag-cpu
 API := http://127.0.0.1:$(PREFECT_PORT)/api

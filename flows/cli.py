@@ -157,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             workdir=str(ws.root),
             preset=args.preset,
             overrides=overrides,
-            dask_address=args.dask_address,
+            dask_address=args.dask_address or "",
         )
     except Exception as err:
         if stop_requested():

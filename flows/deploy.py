@@ -1,5 +1,6 @@
-"""After `prefect deploy --all` (`make deploy`): the weekly GPU retrain stays scheduled
-only where GPU workers will run it; elsewhere its schedule is paused, and said so."""
+"""After `prefect deploy --all` (`make deploy`): the weekly GPU retrain, deployed paused
+(prefect.yaml), is scheduled only where GPU workers will run it (GPU=1); elsewhere it
+stays paused (a redeploy of one that was resumed pauses it again), and said so."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from audiotag.config.presets import PRESETS, load_config
 from audiotag.config.settings import MODEL_NAME_PATTERN, CycleSettings, TrainConfig, _Frozen
@@ -23,18 +23,35 @@ def _in_presets(what: Callable[[TrainConfig], Any]) -> str:
     return " Empty: the preset's value (" + ", ".join(values) + ")."
 
 
+def plain_optionals(schema: dict[str, Any], *_: Any) -> None:
+    """Each ``X | None`` property of a model's JSON schema as plain ``X``, no null default.
+
+    The Prefect UI draws ``anyOf [X, null]`` as a type toggle ("int | None") and
+    prefills ``null``; a plain ``X`` that is not required is a plain field whose empty
+    value is left out, which the model reads as None (the preset's value).
+    """
+    for prop in schema.get("properties", {}).values():
+        kept = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
+        if len(kept) == 1 and len(prop["anyOf"]) == 2:
+            del prop["anyOf"]
+            prop.update(kept[0])
+            if prop.get("default", 0) is None:
+                del prop["default"]
+
+
 def _batch_sizes(config: TrainConfig) -> str:
     return "/".join(str(s.batch_size) for s in config.stages)
 
 
 class TrainOptions(_Frozen):
     """The settings a person changes most, as a form: a number, or empty for the
-    preset's value (each field's help names every preset's). Leave a field's type toggle
-    on its number; "None" is the same as empty.
+    preset's value (each field's help names every preset's).
 
     Any other preset field is reachable through the flow's ``overrides``
     (docs/config.md lists the keys).
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=plain_optionals)
 
     seed: int | None = Field(
         None,
@@ -87,6 +104,11 @@ class TrainOptions(_Frozen):
         description="The MLflow registered model this run's ensemble becomes a version of "
         "(one per dataset or project: each keeps its own champion); empty: 'audiotag'.",
     )
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The fields given, so the form's default is ``{}``, valid for its schema."""
+        return {k: v for k, v in handler(self).items() if v is not None}
 
     def overrides(self, base: TrainConfig) -> dict[str, Any]:
         """These options as dotted overrides of ``base`` (the preset they apply to)."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -207,7 +208,7 @@ def test_retrain_deployment_is_scheduled_weekly_on_the_gpu_pool(server: Server) 
     assert dep["parameters"]["preset"] == "reference"
     assert dep["parameters"]["source"] == "kaggle"
     (schedule,) = dep["schedules"]
-    assert schedule["active"]
+    assert not schedule["active"]  # as prefect.yaml deploys it: paused until GPU=1
     assert schedule["schedule"]["cron"] == "0 2 * * 1"
 
 
@@ -232,7 +233,7 @@ def test_make_deploy_pauses_the_gpu_retrain_unless_told_there_are_gpus(server: S
     said, active = step("0")
     assert active == [False]
     assert "schedule paused" in said and "GPU=1" in said
-    said, active = step("1")  # as deployed: the next test reads it scheduled
+    said, active = step("1")
     assert active == [True]
     assert "is scheduled on pool audiotag-gpu" in said
 
@@ -329,6 +330,15 @@ def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
     assert "preset" in text.lower()
     assert "options" in text.lower()
     assert shot.stat().st_size > 0
+    # Plain fields, not "int | None" type toggles; each option's help names the presets'
+    # values, and the form's defaults are valid parameters as they stand.
+    assert "None" not in text, text
+    assert "Empty: the preset's value (reference 20, demo 6" in text
+    with server.http() as c:
+        schema = c.get(f"/deployments/{dep}").json()["parameter_openapi_schema"]
+    assert '"null"' not in json.dumps(schema)
+    defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
+    jsonschema.validate(defaults, schema)
 
 
 def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
