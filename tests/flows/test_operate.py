@@ -23,7 +23,6 @@ from tests.helpers.prefect_server import (
     ROOT,
     Server,
     browser_page,
-    chromium,
     free_port,
     stop,
 )
@@ -299,46 +298,53 @@ def test_dask_cluster_gives_the_same_fold_scores(
         assert f["curated"] == pytest.approx(metrics[f"curated/fold_{k}"], abs=1e-6)
 
 
-def test_ui_custom_run_page_shows_the_parameter_form(server: Server) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_ui_custom_run_form_shows_plain_fields_and_submits_as_left(server: Server) -> None:
+    """The custom-run form: plain fields, not "int | None" type toggles; each option's
+    help names the presets' values; submitted untouched, it makes a run whose
+    parameters the server accepted (the pool paused meanwhile: no worker takes it)."""
     dep = server.deployment_id("audiotag-train")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "ui-custom-run.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium(),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+
+    def runs_of() -> dict[str, dict]:
+        with server.http() as c:
+            found = c.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [dep]}}})
+        return {r["id"]: r for r in found.json()}
+
+    with server.http() as c:
+        schema = c.get(f"/deployments/{dep}").json()["parameter_openapi_schema"]
+        assert c.patch("/work_pools/audiotag-cpu", json={"is_paused": True}).status_code == 204
+    try:
+        with browser_page() as page:
             page.goto(f"{server.ui}/deployments/deployment/{dep}/run", wait_until="networkidle")
             try:
                 page.get_by_text("preset", exact=False).first.wait_for(timeout=60_000)
             finally:
                 text = page.inner_text("body")
                 page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
-    assert "preset" in text.lower()
-    assert "options" in text.lower()
-    assert shot.stat().st_size > 0
-    # Plain fields, not "int | None" type toggles; each option's help names the presets'
-    # values, and the form's defaults are valid parameters as they stand.
+            before = set(runs_of())
+            page.get_by_role("button", name="Submit").click()
+            deadline = time.monotonic() + 60
+            while not (new := [r for r in runs_of().values() if r["id"] not in before]):
+                if time.monotonic() > deadline:
+                    page.screenshot(path=str(ARTIFACTS / "ui-custom-run-submitted.png"))
+                    raise AssertionError("the form made no run: " + page.inner_text("body"))
+                time.sleep(0.5)
+        (run,) = new
+        with server.http() as c:
+            c.delete(f"/flow_runs/{run['id']}")
+    finally:
+        with server.http() as c:
+            c.patch("/work_pools/audiotag-cpu", json={"is_paused": False})
+    assert "options" in text.lower() and shot.stat().st_size > 0
     assert "None" not in text, text
     assert "Empty: the preset's value (reference 20, demo 6" in text
-    with server.http() as c:
-        schema = c.get(f"/deployments/{dep}").json()["parameter_openapi_schema"]
     assert '"null"' not in json.dumps(schema)
     defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
     jsonschema.validate(defaults, schema)
+    assert run["deployment_id"] == dep
+    assert run["parameters"]["preset"] == "demo"
+    assert not run["parameters"].get("options")  # every option left to the preset
 
 
 def test_gpu_folds_never_exceed_the_gpu_limit_and_cpu_folds_take_no_slot(
