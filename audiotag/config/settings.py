@@ -78,11 +78,6 @@ class AugmentSettings(_Frozen):
     contrast: float = Field(0.2, ge=0, lt=1, description="Largest contrast change.")
     lighting_p: float = Field(0.75, ge=0, le=1, description="Probability of each change.")
     mixup_alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) for Mixup.")
-    shift_short: bool = Field(
-        False,
-        description="A clip shorter than the crop sits at a uniform random offset in it "
-        "(padded before and after) instead of at its start.",
-    )
 
 
 class CycleSettings(_Frozen):

@@ -69,15 +69,14 @@ class FeatureStore:
 def gather_windows(
     data: np.ndarray, offsets: np.ndarray, frames: np.ndarray, starts: np.ndarray, width: int
 ) -> np.ndarray:
-    """Windows of ``width`` frames from clips, padded with `PAD_DB` outside a clip (past
-    its end, and before its start for a negative start).
+    """Windows of ``width`` frames from clips, padded with `PAD_DB` past a clip's end.
 
     Returns:
         ``(B, width, n_mels)`` float32.
     """
     steps = np.arange(width, dtype=np.int64)
     pos = starts[:, None] + steps[None, :]
-    valid = (pos >= 0) & (pos < frames[:, None])
+    valid = pos < frames[:, None]
     rows = np.where(valid, offsets[:, None] + pos, 0)
     out = np.asarray(data[rows.ravel()]).reshape(len(starts), width, data.shape[1])
     out[~valid] = PAD_DB
@@ -94,7 +93,7 @@ def gather_windows_torch(
     """`gather_windows` on tensors, on their device (a GPU-resident store)."""
     steps = torch.arange(width, device=data.device)
     pos = starts[:, None] + steps[None, :]
-    valid = (pos >= 0) & (pos < frames[:, None])
+    valid = pos < frames[:, None]
     rows = torch.where(valid, offsets[:, None] + pos, torch.zeros_like(pos))
     out = data[rows.reshape(-1)].reshape(len(starts), width, data.shape[1])
     return out.masked_fill(~valid[:, :, None], PAD_DB)

@@ -70,18 +70,9 @@ def measure_normalizer(
     return Normalizer(float(x.mean()), float(x.std()) + 1e-6, top_db)
 
 
-def random_starts(
-    rng: np.random.Generator, frames: np.ndarray, width: int, shift_short: bool = False
-) -> np.ndarray:
-    """A uniform crop start per clip; for clips shorter than ``width``, 0, or with
-    ``shift_short`` a uniform start in ``[frames - width, 0]`` (the clip at a random
-    offset in the crop)."""
-    u = rng.random(len(frames))
-    span = frames - width
-    if not shift_short:
-        return (u * (np.maximum(span, 0) + 1)).astype(np.int64)
-    shifted = -np.floor(u * (1 - span))
-    return np.where(span >= 0, np.floor(u * (span + 1)), shifted).astype(np.int64)
+def random_starts(rng: np.random.Generator, frames: np.ndarray, width: int) -> np.ndarray:
+    """A uniform crop start per clip; 0 for clips shorter than ``width``."""
+    return (rng.random(len(frames)) * (np.maximum(frames - width, 0) + 1)).astype(np.int64)
 
 
 def window_starts(frames: int, width: int, overlap: float) -> np.ndarray:
@@ -196,7 +187,6 @@ class TrainBatches:
         batch_size = min(batch_size, len(clips))
         self.data, self.clips, self.bs, self.width = data, clips, batch_size, width
         self.norm, self.aug, self.size, self.device = norm, aug, size, device
-        self.shift_short = aug is not None and aug.shift_short
         self.device_data = store_on_device(data, device)
         self.n_batches = n_batches or max(1, len(clips) // batch_size)
         self.seed = 0
@@ -219,7 +209,7 @@ class TrainBatches:
         for i in range(self.n_batches):
             idx = order[i * self.bs : (i + 1) * self.bs]
             c = self.clips.subset(idx)
-            starts = random_starts(rng, c.frames, self.width, self.shift_short)
+            starts = random_starts(rng, c.frames, self.width)
             y = torch.from_numpy(c.targets)
             if self.device_data is not None:
                 x = gather_windows_torch(

@@ -9,13 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiotag.config import AugmentSettings
-from audiotag.features.store import PAD_DB, gather_windows
 from audiotag.training.batches import (
     Clips,
     Normalizer,
     TrainBatches,
     measure_normalizer,
-    random_starts,
     window_draws,
     window_starts,
 )
@@ -102,26 +100,3 @@ def test_a_windows_test_time_draws_do_not_depend_on_the_other_windows_of_its_bat
     assert torch.equal(together[1:2], alone)
     assert not torch.equal(together[0], together[1])  # each window draws its own
     assert not torch.equal(window_draws(aug, 4, frames, starts), together)
-
-
-@given(frames=st.integers(1, 200), width=st.integers(1, 100), seed=st.integers(0, 2**16))
-def test_a_shifted_short_clip_stays_whole_inside_its_crop(
-    frames: int, width: int, seed: int
-) -> None:
-    """``augment.shift_short``: a clip shorter than the crop lands anywhere inside it,
-    every frame of it kept and the rest padding; a longer clip's crop stays inside it."""
-    offsets, lengths = np.array([0]), np.array([frames])
-    data = np.arange(1, frames + 1, dtype=np.float32)[:, None]  # no frame is PAD_DB
-    rng = np.random.default_rng(seed)
-    starts = random_starts(rng, np.repeat(lengths, 64), width, shift_short=True)
-    if frames < width:
-        assert set(starts.tolist()) <= set(range(frames - width, 1))
-        assert len(set(starts.tolist())) > 1  # 64 draws over at least 2 offsets
-    else:
-        assert starts.min() >= 0 and starts.max() <= frames - width
-    for s in starts[:8]:
-        window = gather_windows(data, offsets, lengths, np.array([s]), width)[0, :, 0]
-        inside = window[window != PAD_DB]
-        assert inside.tolist() == list(range(max(1, s + 1), min(frames, s + width) + 1))
-        if frames <= width:
-            assert len(inside) == frames
