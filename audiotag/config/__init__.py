@@ -1,7 +1,8 @@
 """Configuration: the settings models, the named presets, the form's options.
 
 ``settings`` holds the frozen pydantic models (the flow's parameters), ``presets``
-the named presets and dotted-key overrides, ``options`` the UI form's fields.
+the named presets and dotted-key overrides, ``options`` the UI form's fields,
+``tagging`` the settings of tagging and serving.
 """
 
 from audiotag.config.options import TrainOptions
@@ -15,14 +16,13 @@ from audiotag.config.settings import (
     MelSettings,
     ModelSettings,
     RegistrySettings,
-    SegmentSettings,
     SelectionSettings,
-    ServeSettings,
     StageSettings,
     Subset,
     TrainConfig,
     settings_hash,
 )
+from audiotag.config.tagging import SegmentSettings, ServeSettings
 
 __all__ = [
     "PRESETS",

@@ -4,7 +4,7 @@ The store holds the unclamped dB log-mel of each file's silence-removed signal,
 frames as rows: ``data[offset:offset + frames]`` is one clip, shape
 ``(frames, n_mels)``, so a training crop is one contiguous slice. ``top_db`` is
 applied per crop (`audiotag.features.logmel.clamp_top_db`), never per file or per
-batch. Each file's features are `audiotag.features.logmel.file_logmel`'s, the
+batch. Each file's features are `audiotag.features.files.file_logmel`'s, the
 function tagging uses too.
 """
 
@@ -27,7 +27,8 @@ import torch
 from audiotag.config import MelSettings
 from audiotag.data.schemas import STORE_INDEX_SCHEMA
 from audiotag.devices import cpu_cores, flush_denormals
-from audiotag.features.logmel import FLOOR_DB, LogMel, file_logmel
+from audiotag.features.files import file_logmel
+from audiotag.features.logmel import FLOOR_DB, LogMel
 from audiotag.stopping import check_stop
 
 # A zero-padded crop reads as digital silence, as the report's pipeline saw it.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audiotag.config import MelSettings, SegmentSettings
-from audiotag.features.logmel import CutLogMel, file_seconds
+from audiotag.features.files import CutLogMel, file_seconds
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from audiotag.config import EvalSettings, SegmentSettings, settings_hash
 from audiotag.features.audio import AudioReadError
-from audiotag.features.logmel import CutLogMel, LogMel, cut_logmel, file_logmel
+from audiotag.features.files import CutLogMel, cut_logmel, file_logmel
+from audiotag.features.logmel import LogMel
 from audiotag.inference.predict import LoadedModel, ensemble, pool_windows
 from audiotag.inference.segments import Segment, find_segments
 from audiotag.inference.thresholds import DEFAULT_THRESHOLD, Thresholds

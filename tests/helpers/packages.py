@@ -68,7 +68,7 @@ def write_tone_package(root: Path, clips: int = 24) -> Path:
     import torch
 
     from audiotag.config import load_config
-    from audiotag.features.logmel import file_logmel
+    from audiotag.features.files import file_logmel
     from audiotag.inference.predict import LoadedModel, save_model
     from audiotag.inference.tagging import write_package
     from audiotag.training.batches import Clips, Normalizer

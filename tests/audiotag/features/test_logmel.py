@@ -8,13 +8,13 @@ import torchaudio
 
 from audiotag.config import MelSettings, load_config
 from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio, remove_silence
+from audiotag.features.files import file_logmel
 from audiotag.features.logmel import (
     FLOOR_DB,
     LogMel,
     blocks_logmel,
     clamp_top_db,
     compute_logmel,
-    file_logmel,
     log_mel_spectrogram,
     resample,
 )

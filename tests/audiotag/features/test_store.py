@@ -6,7 +6,8 @@ import torch
 
 from audiotag.config import MelSettings
 from audiotag.features.audio import AudioReadError, find_nonsilent, read_audio
-from audiotag.features.logmel import FLOOR_DB, file_logmel
+from audiotag.features.files import file_logmel
+from audiotag.features.logmel import FLOOR_DB
 from audiotag.features.store import (
     PAD_DB,
     FeatureStore,
