@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,37 +122,17 @@ def predict_clips(
     norm: Normalizer,
     size: int | None,
     ev: EvalSettings,
-    aug: AugmentSettings | None = None,
-    tta: int = 0,
-    device: torch.device | str = "cpu",
-    batch_size: int | None = None,
-    seed: int = 0,
-    precision: str | None = None,
-    device_data: torch.Tensor | None = None,
+    **options: Any,
 ) -> np.ndarray:
     """Clip probabilities ``(N, n_classes)`` from windows covering every clip.
 
     Deterministic: no random crop or mask in the clean pass; the ``tta``
     augmented passes draw from a generator seeded with ``seed``. Each pass's windows
     are pooled per clip (``ev.pooling``), and the passes' clip probabilities averaged.
-    The other arguments are `predict_window_passes`'.
+    ``options``: `predict_window_passes`' keyword arguments (``aug``, ``tta``,
+    ``device``, ``batch_size``, ``seed``, ``precision``, ``device_data``).
     """
-    owner, _, passes = predict_window_passes(
-        model,
-        data,
-        clips,
-        width,
-        norm,
-        size,
-        ev,
-        aug,
-        tta,
-        device,
-        batch_size,
-        seed,
-        precision,
-        device_data,
-    )
+    owner, _, passes = predict_window_passes(model, data, clips, width, norm, size, ev, **options)
     return np.mean([pool_windows(w, owner, len(clips), ev.pooling) for w in passes], axis=0)
 
 
@@ -226,9 +207,9 @@ class LoadedModel:
             self.norm,
             self.size,
             ev,
-            cfg.augment,
-            ev.tta,
-            self.device,
+            aug=cfg.augment,
+            tta=ev.tta,
+            device=self.device,
             seed=seed,
         )
 
@@ -246,9 +227,9 @@ class LoadedModel:
             self.norm,
             self.size,
             ev,
-            cfg.augment,
-            ev.tta,
-            self.device,
+            aug=cfg.augment,
+            tta=ev.tta,
+            device=self.device,
             seed=seed,
         )
 
