@@ -197,21 +197,9 @@ class LoadedModel:
                 A fold model found in the cache may come from a run with other test-time
                 settings, so the ensemble passes its own.
         """
-        cfg = self.config
-        ev = cfg.eval if ev is None else ev
-        return predict_clips(
-            self.model,
-            data,
-            clips,
-            cfg.crop_frames,
-            self.norm,
-            self.size,
-            ev,
-            aug=cfg.augment,
-            tta=ev.tta,
-            device=self.device,
-            seed=seed,
-        )
+        ev = self.config.eval if ev is None else ev
+        owner, _, passes = self.predict_windows(data, clips, ev, seed)
+        return np.mean([pool_windows(w, owner, len(clips), ev.pooling) for w in passes], axis=0)
 
     def predict_windows(
         self, data: np.ndarray, clips: Clips, ev: EvalSettings | None = None, seed: int = 0
