@@ -31,8 +31,8 @@ def tag_audio_flow(
     threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
     output_name: Annotated[str, Field(min_length=1)] = "audiotag-tags.csv",
     chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 200,
-    dask_address: str = "",
-    tracking_uri: str = "",
+    dask_address: str | None = None,
+    tracking_uri: str | None = None,
 ) -> str:
     """Tags every audio file under ``folder`` with the ensemble ``model``, in chunks.
 

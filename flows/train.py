@@ -117,8 +117,8 @@ def train_flow(
     workdir: Annotated[str, Field(min_length=1)] = "audiotag-work",
     preset: PresetName = "demo",
     options: TrainOptions = NO_OPTIONS,
-    overrides: dict[str, Any] = {},  # noqa: B006 - read, never changed
-    dask_address: str = "",
+    overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Trains the preset's stages over its folds and writes the ensemble's submission.
 
@@ -140,7 +140,7 @@ def train_flow(
     """
     flush_denormals()  # before the task threads start: they inherit it
     base = load_config(preset)
-    config = load_config(preset, {**options.overrides(base), **overrides})
+    config = load_config(preset, {**options.overrides(base), **(overrides or {})})
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_name = f"{stamp}-{flow_run.get_name() or 'local'}"
     workdir = str(Path(workdir).resolve())
