@@ -39,9 +39,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/audiotag run --source demo --preset demo --workdir $(WORKDIR)
 
+# stdin is /dev/null: a subprocess that reads it gets EOF, never waits on CI's pipe.
 test: $(STAMP) browser
 	$(BIN)/ruff check audiotag tasks flows tests bench
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) </dev/null
 
 # The UI test drives Debian's chromium (Playwright downloads no browser).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
