@@ -32,18 +32,20 @@ def _stages(base: dict[str, Any], changes: dict[str, dict[str, Any]]) -> list[di
 
 
 def _demo() -> dict[str, Any]:
-    # The reference recipe scaled to two CPU cores: 64 mel bands and 64-frame
-    # (2 s) crops, a half-width xresnet18 instead of xresnet50 (2.2x the images/s
-    # of the full-width one here), a few epochs per stage, no upscaling (at 64 px
-    # a resize costs more than it gives in a few epochs). PANNs' mean-max head: on
-    # real sets it was never tuned on, test lwlrap +0.016 (drum kits, the closest
-    # to the baseline) and +0.012, -0.011 on a third, drum one-shots +0.013 OOF
-    # (bench/RESULTS.md, quality).
+    # The reference recipe scaled to two CPU cores: 64 mel bands and 32-frame
+    # (1 s) crops, a full-width xresnet18 instead of xresnet50, a few epochs per
+    # stage, no upscaling (at 64 px a resize costs more than it gives in a few
+    # epochs). Full width on half the crop costs about what half width on 2 s
+    # crops did and beats the baseline by more (bench/RESULTS.md, quality: drum
+    # one-shots OOF margin +0.060 mean of three seeds against +0.032; test lwlrap
+    # 0.600 against 0.572 and 0.613 against 0.606 on two sets of instruments,
+    # 0.722 against 0.730 on the drum kits). PANNs' mean-max head: test lwlrap
+    # +0.016 (drum kits) and +0.012, -0.011 on a third set.
     return {
         "preset": "demo",
         "mel": {"n_fft": 2048, "hop_length": 1380, "n_mels": 64},
-        "crop_frames": 64,
-        "model": {"arch": "xresnet18", "widen": 0.5, "head_pool": "mean_max"},
+        "crop_frames": 32,
+        "model": {"arch": "xresnet18", "widen": 1.0, "head_pool": "mean_max"},
         "stages": _stages(
             _reference(),
             {
@@ -78,12 +80,13 @@ def _demo() -> dict[str, Any]:
 
 def _debug() -> dict[str, Any]:
     # Seconds on a CPU, for tests and smoke runs: the demo recipe with a quarter-width
-    # net, one epoch per stage and no step floors.
+    # net on 2 s crops, one epoch per stage and no step floors.
     demo = _demo()
     one_epoch = {"cycles": [{"epochs": 1, "lr": 3e-3}], "min_steps": 0, "scratch_min_steps": 0}
     return {
         **demo,
         "preset": "debug",
+        "crop_frames": 64,
         "model": {**demo["model"], "widen": 0.25},
         "stages": _stages(demo, {"noisy": one_epoch, "curated": one_epoch}),
         "eval": {"tta": 1},
